@@ -1,0 +1,199 @@
+"""ResNet in the VGGFace2 (Caffe-converted) variant, with named endpoints.
+
+Seed 001 encodes every frame with the VGGFace2 ResNet-50. The published weights
+come from Caffe and were ported to PyTorch as ``resnet50_ft``; that port differs
+from torchvision's ResNet in ways that change every activation, so this module
+reproduces it exactly:
+
+* the stride of a bottleneck sits on its first 1x1 convolution, not on the 3x3;
+* the stem max-pool is 3x3 / 2 with no padding and ``ceil_mode=True``;
+* BatchNorm has eps 1e-5 and updates its running variance with the unbiased
+  batch variance, as PyTorch does (Flax's ``nn.BatchNorm`` uses the biased one);
+* inputs are BGR in [0, 255] minus the VGGFace2 mean (``vggface2_preprocess``).
+
+The one deliberate generalisation: ``resnet50_ft`` ends with ``AvgPool2d(7)``,
+which is a global average only at 224x224 input; here it is a global average
+at any input size.
+
+The forward pass is a flat sequence of named stages (``ResNet.endpoint_names``)
+so that a frozen prefix can be run once and cached (``stop_at``), the trainable
+suffix run from a cached endpoint (``start_at``), and Grad-CAM taken at any
+endpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+VGGFACE2_MEAN_BGR = (91.4953, 103.8827, 131.0912)
+EXPANSION = 4
+
+
+def vggface2_preprocess(frames: jax.Array) -> jax.Array:
+    """Turns RGB frames in [0, 255] (uint8 or float, any leading dims) into VGGFace2 input.
+
+    Returns float32 BGR with the VGGFace2 mean subtracted per channel.
+    """
+    bgr = jnp.flip(jnp.asarray(frames, jnp.float32), axis=-1)
+    return bgr - jnp.asarray(VGGFACE2_MEAN_BGR, jnp.float32)
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm over all but the last axis with PyTorch semantics.
+
+    Normalises with the biased batch variance in training and updates the running
+    variance with the unbiased one, like ``torch.nn.BatchNorm2d``; statistics are
+    computed in float32 whatever ``dtype`` is. Variables mirror Flax's BatchNorm:
+    params ``scale``/``bias``, batch_stats ``mean``/``var``.
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        running_mean = self.variable(
+            "batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
+        running_var = self.variable(
+            "batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
+        x = x.astype(jnp.float32)
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x, axes)
+            var = jnp.var(x, axes)
+            if not self.is_initializing():
+                n = x.size // features
+                unbiased = var * (n / max(n - 1, 1))
+                running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
+                running_var.value = self.momentum * running_var.value + (1 - self.momentum) * unbiased
+        else:
+            mean, var = running_mean.value, running_var.value
+        y = (x - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+        return y.astype(self.dtype)
+
+
+class Bottleneck(nn.Module):
+    """Bottleneck block of ``resnet50_ft``: 1x1 (stride) -> 3x3 -> 1x1 (x4), residual."""
+
+    features: int
+    stride: int = 1
+    downsample: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        norm = functools.partial(BatchNorm, dtype=self.dtype)
+        strides = (self.stride, self.stride)
+        y = conv(self.features, (1, 1), strides, padding="VALID", name="conv1")(x)
+        y = nn.relu(norm(name="bn1")(y, train=train))
+        y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(y)
+        y = nn.relu(norm(name="bn2")(y, train=train))
+        y = conv(self.features * EXPANSION, (1, 1), padding="VALID", name="conv3")(y)
+        y = norm(name="bn3")(y, train=train)
+        if self.downsample:
+            x = conv(self.features * EXPANSION, (1, 1), strides, padding="VALID",
+                     name="downsample_conv")(x)
+            x = norm(name="downsample_bn")(x, train=train)
+        return nn.relu(y + x)
+
+
+def max_pool_ceil(x: jax.Array, window: int = 3, stride: int = 2) -> jax.Array:
+    """Max-pool [B,H,W,C] with no padding and PyTorch ``ceil_mode=True``.
+
+    Output size is ceil((size - window) / stride) + 1; the windows that run past the
+    bottom/right edge see -inf there (PyTorch's semantics for padding 0).
+    """
+    def extra(size: int) -> int:
+        out = -(-(size - window) // stride) + 1
+        return (out - 1) * stride + window - size
+
+    pad = ((0, extra(x.shape[1])), (0, extra(x.shape[2])))
+    return nn.max_pool(x, (window, window), (stride, stride), padding=pad)
+
+
+class ResNet(nn.Module):
+    """VGGFace2-variant ResNet on preprocessed channels-last input [B,H,W,3].
+
+    Submodule names mirror the PyTorch state-dict keys (``conv1``, ``bn1``,
+    ``layer1_0`` ... for ``layer1.0`` ..., ``fc``) so weight import is mechanical.
+
+    ``__call__`` returns ``(output, endpoints)``: output is the logits when
+    ``num_classes`` is set, else the pooled features [B, 32*width]; endpoints maps
+    every computed stage name in ``endpoint_names`` to its output. ``start_at=E``
+    takes ``x`` to be endpoint E's tensor and runs the stages after it;
+    ``stop_at=E`` stops after E and returns E's tensor as output.
+    """
+
+    stage_sizes: Sequence[int] = (3, 4, 6, 3)
+    width: int = 64
+    num_classes: int | None = None
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.conv1 = nn.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)),
+                             use_bias=False, dtype=self.dtype)
+        self.bn1 = BatchNorm(dtype=self.dtype)
+        for s, size in enumerate(self.stage_sizes):
+            blocks = [
+                Bottleneck(self.width * 2**s, stride=2 if s > 0 and i == 0 else 1,
+                           downsample=i == 0, dtype=self.dtype)
+                for i in range(size)
+            ]
+            setattr(self, f"layer{s + 1}", blocks)  # named layer{s+1}_{i}
+        if self.num_classes is not None:
+            self.fc = nn.Dense(self.num_classes, dtype=self.dtype)
+
+    @property
+    def endpoint_names(self) -> tuple[str, ...]:
+        """Stage names in forward order."""
+        layers = tuple(f"layer{s + 1}" for s in range(len(self.stage_sizes)))
+        head = ("logits",) if self.num_classes is not None else ()
+        return ("conv1", "pool1", *layers, "pooled", *head)
+
+    def _stages(self, train: bool) -> list[tuple[str, Callable[[jax.Array], jax.Array]]]:
+        def stage(blocks: Sequence[Bottleneck]) -> Callable[[jax.Array], jax.Array]:
+            def run(x: jax.Array) -> jax.Array:
+                for block in blocks:
+                    x = block(x, train=train)
+                return x
+            return run
+
+        stages = [
+            ("conv1", lambda x: nn.relu(self.bn1(self.conv1(x), train=train))),
+            ("pool1", max_pool_ceil),
+        ]
+        stages += [(f"layer{s + 1}", stage(getattr(self, f"layer{s + 1}")))
+                   for s in range(len(self.stage_sizes))]
+        stages.append(("pooled", lambda x: jnp.mean(x, axis=(1, 2))))
+        if self.num_classes is not None:
+            stages.append(("logits", self.fc))
+        return stages
+
+    def __call__(self, x: jax.Array, *, train: bool, start_at: str | None = None,
+                 stop_at: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+        names = self.endpoint_names
+        for endpoint in (start_at, stop_at):
+            if endpoint is not None and endpoint not in names:
+                raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {names}")
+        first = 0 if start_at is None else names.index(start_at) + 1
+        last = len(names) if stop_at is None else names.index(stop_at) + 1
+        if first >= last:
+            raise ValueError(f"nothing to run from start_at={start_at!r} to stop_at={stop_at!r}")
+        endpoints = {} if start_at is None else {start_at: x}
+        for name, run in self._stages(train)[first:last]:
+            x = run(x)
+            endpoints[name] = x
+        return x, endpoints
+
+
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3))

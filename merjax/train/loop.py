@@ -1,0 +1,120 @@
+"""The fit loop: epochs of jitted train steps, evaluation, checkpoints and resume.
+
+The loop is deterministic given its inputs: batches come from
+``train_batches(epoch)`` (the caller derives their order and augmentation from
+the seed and the epoch), and dropout keys from the step number. A run that is
+interrupted and resumed from its last checkpoint therefore ends with the same
+parameters as an uninterrupted run.
+
+Model selection never looks at the test fold: either the last epoch is kept
+(``select=None``) or the epoch with the best *validation* metric
+(``select='uf1'`` etc., validation subjects drawn from the training side).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from merjax.train.checkpoint import Checkpointer
+from merjax.train.sharding import shard_batch
+
+Progress = Callable[..., Iterable]
+
+
+def no_progress(iterable: Iterable, **_: Any) -> Iterable:
+    """The default progress wrapper: none (library code stays quiet)."""
+    return iterable
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: Any                       # the selected state (last epoch, or best validation epoch)
+    history: list[dict[str, Any]]    # one record per epoch: train_* and val_* metrics, seconds
+    selected_epoch: int
+    resumed_from: int | None         # the epoch restored from a checkpoint, if any
+
+
+def mean_metrics(step_metrics: list[Mapping[str, Any]], prefix: str) -> dict[str, float]:
+    """Averages a list of per-step metric dicts (device arrays) on the host."""
+    if not step_metrics:
+        return {}
+    host = jax.device_get(step_metrics)
+    return {f"{prefix}{k}": float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def fit(
+    state: Any,
+    *,
+    train_step: Callable,
+    train_batches: Callable[[int], Iterable[Mapping[str, np.ndarray]]],
+    epochs: int,
+    mesh: Mesh,
+    evaluate: Callable[[Any], Mapping[str, float]] | None = None,
+    select: str | None = None,
+    checkpoint_dir: str | None = None,
+    progress: Progress = no_progress,
+    description: str = "train",
+) -> FitResult:
+    """Trains ``state`` for ``epochs`` epochs.
+
+    Args:
+      state: the initial train state, replicated on ``mesh``.
+      train_step: the jitted ``(state, batch) -> (state, metrics)``.
+      train_batches: ``epoch -> iterable of host batches`` (dicts of numpy arrays).
+      epochs: total number of epochs (including any already checkpointed).
+      mesh: the device mesh the batches are split over.
+      evaluate: optional ``state -> {metric: value}`` on the validation split;
+        its metrics are recorded with a ``val_`` prefix.
+      select: a validation metric to select the epoch on (higher is better), or
+        None to keep the last epoch.
+      checkpoint_dir: where to save a checkpoint after every epoch and resume from.
+      progress: a tqdm-like wrapper for the step iterator.
+      description: the progress bar's label.
+    """
+    if select is not None and evaluate is None:
+        raise ValueError(f"select={select!r} needs an evaluate function on a validation split")
+    checkpointer = Checkpointer(checkpoint_dir) if checkpoint_dir else None
+    best = Checkpointer(f"{checkpoint_dir}_best", max_to_keep=1) if checkpoint_dir and select else None
+    history: list[dict[str, Any]] = []
+    start_epoch, resumed_from = 0, None
+    if checkpointer is not None and checkpointer.latest_epoch() is not None:
+        state, history, resumed_from = checkpointer.restore(state)
+        start_epoch = resumed_from + 1
+
+    best_state, best_epoch, best_value = None, -1, -np.inf
+    if select is not None:
+        for record in history:
+            if record[f"val_{select}"] > best_value:
+                best_epoch, best_value = record["epoch"], record[f"val_{select}"]
+        if best is not None and best.latest_epoch() is not None:
+            best_state, _, _ = best.restore(state)
+
+    for epoch in range(start_epoch, epochs):
+        started = time.perf_counter()
+        step_metrics = []
+        batches = train_batches(epoch)
+        for batch in progress(batches, desc=f"{description} epoch {epoch + 1}/{epochs}", leave=False):
+            state, metrics = train_step(state, shard_batch(batch, mesh))
+            step_metrics.append(metrics)
+        record: dict[str, Any] = {"epoch": epoch, **mean_metrics(step_metrics, "train_")}
+        if evaluate is not None:
+            record.update({f"val_{k}": float(v) for k, v in evaluate(state).items()})
+        record["seconds"] = time.perf_counter() - started
+        history.append(record)
+        if select is not None and record[f"val_{select}"] > best_value:
+            best_epoch, best_value = epoch, record[f"val_{select}"]
+            best_state = jax.tree.map(lambda x: x.copy() if hasattr(x, "copy") else x, state)
+            if best is not None:
+                best.save(epoch, best_state, [record])
+        if checkpointer is not None:
+            checkpointer.save(epoch, state, history)
+
+    if select is None or best_state is None:
+        return FitResult(state, history, selected_epoch=len(history) - 1, resumed_from=resumed_from)
+    return FitResult(best_state, history, selected_epoch=best_epoch, resumed_from=resumed_from)
