@@ -92,7 +92,7 @@ def fixed_length(
 
     ``mode='pad'``: ``pad_to_length`` (edge fill; raises if T > length).
     ``mode='sample'``: ``length`` frames picked at evenly spaced times over
-    the clip (nearest frame: frames repeat when T < length and are skipped
+    the clip (nearest frame, halves rounded up: frames repeat when T < length and are skipped
     when T > length); the mask is all True. For smooth resampling use
     temporal interpolation (TIM) instead.
     """
@@ -103,7 +103,7 @@ def fixed_length(
         num_frames = _num_frames(frames)
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
-        times = np.rint(np.linspace(0, num_frames - 1, length)).astype(np.int64)
+        times = np.floor(np.linspace(0, num_frames - 1, length) + 0.5).astype(np.int64)
         return frames[times], np.ones(length, bool)
     raise ValueError(f"mode must be 'pad' or 'sample', got {mode!r}")
 

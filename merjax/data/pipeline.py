@@ -123,7 +123,7 @@ def window_samples(clip_set: ClipSet, clip_indices: np.ndarray, size: int, strid
     rows = []
     for clip in clip_indices:
         try:
-            indices, _ = clips.windows_with_mask(int(clip_set.lengths[clip]), size, stride, pad_short)
+            indices, _ = clips.windows_with_mask(int(clip_set.lengths[clip]), size, stride, pad_short=pad_short)
         except ValueError as error:
             raise ValueError(f"clip {clip_set.clip_ids[clip]!r}: {error}") from error
         rows.extend((int(clip), int(start)) for start in indices[:, 0])
@@ -156,18 +156,31 @@ class Augmentation:
     def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.flip_prob <= 0 and self.max_rotation <= 0:
             return frames
-        return augment.random_flip_rotate(frames, rng, max_angle=self.max_rotation, flip_prob=self.flip_prob)
+        frames, _ = augment.random_flip_rotate(frames, rng, max_angle=self.max_rotation, flip_prob=self.flip_prob)
+        return frames
 
 
 class SampleLoader:
-    """Turns one (clip, start) row into an example dict; a grain random map."""
+    """Turns one (clip, start) row into an example dict; a grain random map.
 
-    def __init__(self, clip_set: ClipSet, window_size: int | None, augmentation: Augmentation | None):
+    With ``class_weights`` each example carries ``sample_weight`` =
+    class_weights[label], which the loss uses (weighted cross-entropy).
+    """
+
+    def __init__(self, clip_set: ClipSet, window_size: int | None, augmentation: Augmentation | None,
+                 class_weights: np.ndarray | None = None):
         self._clip_set = clip_set
         self._window_size = window_size
         self._augmentation = augmentation
+        self._class_weights = class_weights
 
     def __call__(self, row: np.ndarray, rng: np.random.Generator) -> Batch:
+        example = self._load(row, rng)
+        if self._class_weights is not None:
+            example["sample_weight"] = np.float32(self._class_weights[example["label"]])
+        return example
+
+    def _load(self, row: np.ndarray, rng: np.random.Generator) -> Batch:
         clip, start = int(row[0]), int(row[1])
         frames = self._clip_set.frames[clip]
         label = np.int32(self._clip_set.labels[clip])
@@ -200,19 +213,21 @@ def local_rows(global_batch_size: int) -> range:
 
 def train_batches(clip_set: ClipSet, samples: np.ndarray, *, batch_size: int, seed: int, epoch: int,
                   window_size: int | None, augmentation: Augmentation | None,
-                  num_threads: int = 2) -> grain.IterDataset:
+                  class_weights: np.ndarray | None = None, num_threads: int = 2) -> grain.IterDataset:
     """One epoch of shuffled, augmented training batches (the last partial batch is dropped).
 
     Args:
       samples: rows (clip index, first frame) from ``window_samples`` or ``frame_samples``.
       batch_size: the global batch size.
       window_size: frames per window, or None for single-frame samples.
+      class_weights: optional [C] weights, put in each example's ``sample_weight``.
     """
     if len(samples) < batch_size:
         raise ValueError(f"only {len(samples)} training samples for a batch of {batch_size}")
     loaded = (grain.MapDataset.source(samples)
               .shuffle(seed=epoch_seed(seed, epoch))
-              .random_map(SampleLoader(clip_set, window_size, augmentation), seed=epoch_seed(seed + 1, epoch)))
+              .random_map(SampleLoader(clip_set, window_size, augmentation, class_weights),
+                          seed=epoch_seed(seed + 1, epoch)))
     rows = local_rows(batch_size)
     batches = grain.MapDataset.range(len(samples) // batch_size).map(
         lambda b: stack([loaded[b * batch_size + r] for r in rows]))
@@ -236,7 +251,7 @@ def clip_eval_batches(clip_set: ClipSet, clip_indices: np.ndarray, *, batch_size
     The model encodes each frame once and classifies every window; the clip's
     prediction is the mean of its windows' log-probabilities.
     """
-    num_windows = len(clips.windows_with_mask(max_length, window_size, stride, pad_short)[0])
+    num_windows = len(clips.windows_with_mask(max_length, window_size, stride, pad_short=pad_short)[0])
     rows = list(local_rows(batch_size))
     for begin in range(0, len(clip_indices), batch_size):
         chunk = list(clip_indices[begin:begin + batch_size])
@@ -255,7 +270,7 @@ def clip_eval_batches(clip_set: ClipSet, clip_indices: np.ndarray, *, batch_size
             frames = clip_set.frames[int(clip)]
             if len(frames) > max_length:
                 raise ValueError(f"clip {clip_set.clip_ids[clip]!r} has {len(frames)} frames > max_length {max_length}")
-            windows, _ = clips.windows_with_mask(len(frames), window_size, stride, pad_short)
+            windows, _ = clips.windows_with_mask(len(frames), window_size, stride, pad_short=pad_short)
             batch["frames"][slot, :len(frames)] = frames
             batch["mask"][slot, :len(frames)] = True
             batch["windows"][slot, :len(windows)] = windows

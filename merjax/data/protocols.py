@@ -97,7 +97,7 @@ def loso(
     subject_array, label_array = _validated_arrays(subjects, labels)
     subject_names, subject_of_example = np.unique(subject_array, return_inverse=True)
     if len(subject_names) < 2:
-        raise ValueError(f"LOSO needs at least 2 subjects, got {list(subject_names)}")
+        raise ValueError(f"LOSO needs at least 2 subjects, got {subject_names.tolist()}")
     order = sorted(range(len(subject_names)), key=lambda i: _natural_key(subject_names[i]))
     return [
         _subject_fold(
@@ -130,7 +130,7 @@ def cross_dataset(
     subject_array, label_array = _validated_arrays(keys, labels)
     for name in (train, test):
         if name not in dataset_array:
-            raise ValueError(f"dataset {name!r} has no example; present: {sorted(set(dataset_array))}")
+            raise ValueError(f"dataset {name!r} has no example; present: {sorted(set(dataset_array.tolist()))}")
     if train == test:
         raise ValueError(f"cross-dataset needs two different datasets, got train=test={train!r}")
     used = np.flatnonzero(np.isin(dataset_array, (train, test)))
@@ -192,7 +192,7 @@ def check_fold(fold: Fold, subjects: Sequence[str], labels: Sequence[int], num_c
     """
     subject_array, label_array = _validated_arrays(subjects, labels)
     _check_sides_disjoint(fold, len(label_array))
-    subjects_by_side = {side: set(subject_array[getattr(fold, side)]) for side in SIDES}
+    subjects_by_side = {side: set(subject_array[getattr(fold, side)].tolist()) for side in SIDES}
     for i, first in enumerate(SIDES):
         for second in SIDES[i + 1:]:
             shared = sorted(subjects_by_side[first] & subjects_by_side[second])

@@ -55,7 +55,7 @@ class LSTMStack(nn.Module):
         for k in range(self.num_layers):
             if k > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
-            rnn = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size), name=f"l{k}")
+            rnn = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size, parent=None), name=f"l{k}")
             (_, h), x = rnn(x, seq_lengths=lengths, return_carry=True)
             x = _zero_padding(x, mask)
         return x, _final(h, lengths)
@@ -81,8 +81,8 @@ class BiLSTM(nn.Module):
         lengths = jnp.asarray(lengths, jnp.int32)
         mask = length_mask(lengths, x.shape[1])
         x = _zero_padding(x, mask)
-        forward = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size), name="l0")
-        backward = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size), name="l0_reverse")
+        forward = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size, parent=None), name="l0")
+        backward = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size, parent=None), name="l0_reverse")
         (_, h_fwd), out_fwd = forward(x, seq_lengths=lengths, return_carry=True)
         (_, h_bwd), out_bwd = backward(x, seq_lengths=lengths, return_carry=True,
                                        reverse=True, keep_order=True)

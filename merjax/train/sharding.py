@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -53,7 +54,11 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    return jax.device_put(tree, replicated(mesh))
+    """A replicated copy of ``tree`` on ``mesh``; never aliases the input, which the
+    jitted train step may donate (so shared initial variables survive every fold)."""
+    # device_put(may_alias=False) still lets a multi-device put reuse the source
+    # buffer for one shard, so copy first.
+    return jax.device_put(jax.tree.map(jnp.copy, tree), replicated(mesh))
 
 
 def jit_train_step(step: Callable, mesh: Mesh) -> Callable:

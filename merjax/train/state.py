@@ -30,24 +30,24 @@ def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if k not in NON_INPUT_KEYS}
 
 
+def init_variables(model: nn.Module, example_batch: Mapping[str, Any], rng: jax.Array) -> dict[str, Any]:
+    """Initialises the model's variables (params, batch_stats) on an example batch's shapes."""
+    params_rng, dropout_rng = jax.random.split(rng)
+    init = jax.jit(lambda inputs: model.init({"params": params_rng, "dropout": dropout_rng}, **inputs, train=False))
+    return init(model_inputs(example_batch))
+
+
 def create_train_state(
     model: nn.Module,
-    example_batch: Mapping[str, Any],
+    variables: Mapping[str, Any],
     tx: optax.GradientTransformation,
     rng: jax.Array,
 ) -> TrainState:
-    """Initialises the model on an example batch and wraps it in a TrainState."""
-    init_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
-
-    @jax.jit
-    def init(inputs):
-        return model.init({"params": init_rng, "dropout": dropout_rng}, **inputs, train=False)
-
-    variables = init(model_inputs(example_batch))
+    """Wraps initial variables, an optimiser and a dropout key in a TrainState."""
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
         batch_stats=variables.get("batch_stats", {}),
         tx=tx,
-        rng=state_rng,
+        rng=rng,
     )

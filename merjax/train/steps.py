@@ -3,7 +3,9 @@
 A batch is a dict of arrays. ``label`` [B] holds the targets; everything else
 except the optional weights (``sample_weight`` [B], 0 for padding slots, and
 ``window_mask`` [B,W] for clip models that classify W windows per clip) is
-passed to the model by keyword. A model may return logits [B,C] or, with
+passed to the model by keyword. Class weighting is a host-side choice: the
+input pipeline puts ``class_weight[label]`` into ``sample_weight``, so the
+step stays ``(state, batch)`` and compiles once for every fold. A model may return logits [B,C] or, with
 ``windows``, [B,W,C]; the clip label then applies to every window.
 """
 
@@ -37,12 +39,7 @@ def _labels_like(batch: Batch, logits: jax.Array) -> jax.Array:
     return jnp.broadcast_to(labels.reshape(labels.shape + (1,) * (logits.ndim - 2)), logits.shape[:-1])
 
 
-def train_step(
-    state: TrainState,
-    batch: Batch,
-    *,
-    class_weights: jax.Array | None = None,
-) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step on one batch; BatchNorm statistics are updated in train mode."""
     dropout_rng = jax.random.fold_in(state.rng, state.step)
 
@@ -55,7 +52,7 @@ def train_step(
             mutable=["batch_stats"],
         )
         weights = example_weights(batch, logits)
-        loss = cross_entropy(logits, _labels_like(batch, logits), class_weights=class_weights, weights=weights)
+        loss = cross_entropy(logits, _labels_like(batch, logits), weights=weights)
         return loss, (logits, weights, updates)
 
     (loss, (logits, weights, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -1,0 +1,15 @@
+"""Seed 001 Exp-II: VGGFace2 ResNet-50 per frame → 3-layer LSTM → fc1–fc3, SMIC, 5-fold by subject.
+
+Presets as in ``smic_bilstm``.
+"""
+
+from experiments.configs import common
+
+
+def get_config(preset: str = "default"):
+    config = common.base()
+    config.experiment = "smic_lstm"
+    config.model.temporal.kind = "lstm"     # seed 001 §4.4: a 3-layer LSTM decoder
+    config.model.temporal.layers = 3
+    config.model.temporal.hidden = 256
+    return common.apply_preset(config, preset)

@@ -1,0 +1,223 @@
+"""Subject-wise cross-validation of a frame or clip classifier: the engine of seed 001's experiments.
+
+For each fold: training samples (sliding windows of N frames, or single frames
+for Exp-I) from the training subjects, optionally resampled to a target count
+per class (seed 001 Table 1); a model trained for a fixed schedule with an
+orbax checkpoint per epoch (an interrupted run resumes); validation on held-out
+*training* subjects only; then one prediction per test clip. Metrics are pooled
+over folds. A finished fold's ``result.json`` is reused when the run restarts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from datasets.build import ensure_built
+from experiments import report
+from merjax.data import augment, pipeline, protocols
+from merjax.data.pipeline import ClipSet
+from merjax.models import create_model
+from merjax.train import evaluate, losses, metrics, optim, sharding, steps
+from merjax.train.loop import fit
+from merjax.train.state import create_train_state, init_variables
+
+
+def make_folds(config: ml_collections.ConfigDict, clip_set: ClipSet) -> list[protocols.Fold]:
+    kind = config.protocol.kind
+    common = dict(val_subjects=config.protocol.val_subjects, num_classes=clip_set.num_classes)
+    if kind == "kfold_by_subject":
+        return protocols.kfold_by_subject(clip_set.subjects, clip_set.labels, config.protocol.k, config.seed, **common)
+    if kind == "loso":
+        return protocols.loso(clip_set.subjects, clip_set.labels, seed=config.seed, **common)
+    raise ValueError(f"unknown protocol {kind!r}; choose 'kfold_by_subject' or 'loso'")
+
+
+def training_samples(config: ml_collections.ConfigDict, clip_set: ClipSet, clip_indices: np.ndarray,
+                     seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Training samples of a fold and a record of how they were made (counts per class, padding)."""
+    is_clip_model = config.model.kind == "clip"
+    if is_clip_model:
+        samples = pipeline.window_samples(clip_set, clip_indices, config.data.window,
+                                          config.data.train_stride, config.data.pad_short)
+    else:
+        samples = pipeline.frame_samples(clip_set, clip_indices)
+    labels = pipeline.sample_labels(clip_set, samples)
+    original = augment.per_class_counts(labels, clip_set.num_classes)
+    record: dict[str, Any] = {
+        "clips": int(len(clip_indices)),
+        "samples_per_class": dict(zip(clip_set.class_names, original.tolist())),
+    }
+    if is_clip_model:
+        record["padded_short_clips"] = int(np.sum(clip_set.lengths[clip_indices] < config.data.window))
+    if config.data.balance_per_class:
+        chosen = augment.balanced_resample(labels, config.data.balance_per_class,
+                                           np.random.default_rng(seed), num_classes=clip_set.num_classes)
+        samples = samples[chosen]
+        multipliers = augment.balanced_multipliers(original.tolist(), config.data.balance_per_class)
+        record["multipliers"] = {clip_set.class_names[c]: round(m, 3) for c, m in multipliers.items()}
+        record["balanced_samples_per_class"] = dict(zip(
+            clip_set.class_names, augment.per_class_counts(labels[chosen], clip_set.num_classes).tolist()))
+    return samples, record
+
+
+def eval_batches(config: ml_collections.ConfigDict, clip_set: ClipSet, clip_indices: np.ndarray, max_length: int):
+    if config.model.kind == "clip":
+        return pipeline.clip_eval_batches(
+            clip_set, clip_indices, batch_size=config.train.eval_batch_size, window_size=config.data.window,
+            stride=config.data.eval_stride, pad_short=config.data.pad_short, max_length=max_length)
+    return pipeline.frame_eval_batches(clip_set, clip_indices, batch_size=config.train.eval_batch_size)
+
+
+def predict_clips(eval_step, state, config, clip_set, clip_indices, mesh, max_length) -> dict[str, Any]:
+    """Predictions for whole clips (and, for frame models, for every frame)."""
+    indices, log_probs = evaluate.predict(
+        eval_step, state, eval_batches(config, clip_set, clip_indices, max_length), mesh)
+    result: dict[str, Any] = {}
+    if config.model.kind == "frame":
+        frame_labels = clip_set.labels[indices]
+        result["frame_level"] = metrics.classification_metrics(
+            frame_labels, log_probs.argmax(-1), clip_set.num_classes)
+        result["frame_labels"] = frame_labels.tolist()
+        result["frame_predictions"] = log_probs.argmax(-1).tolist()
+    clip_indices_seen, clip_log_probs = evaluate.mean_by_group(indices, log_probs)
+    labels = clip_set.labels[clip_indices_seen]
+    result.update(
+        clips=clip_set.clip_ids[clip_indices_seen].tolist(),
+        labels=labels.tolist(),
+        predictions=clip_log_probs.argmax(-1).tolist(),
+        log_probs=np.round(clip_log_probs, 5).tolist(),
+        loss=evaluate.nll(clip_log_probs, labels),
+    )
+    return result
+
+
+@dataclasses.dataclass
+class Compiled:
+    """What every fold of a run shares, so that the run compiles once.
+
+    All folds start from the same initial variables (as fine-tuning from
+    published weights would); optimisers are reused for equal epoch lengths
+    (equal with class balancing), so the jitted steps see one state structure.
+    """
+
+    model: Any
+    variables: Any
+    mesh: Any
+    train_step: Any
+    eval_step: Any
+    optimizers: dict[int, Any] = dataclasses.field(default_factory=dict)
+
+    def optimizer(self, train_config: ml_collections.ConfigDict, steps_per_epoch: int):
+        if steps_per_epoch not in self.optimizers:
+            self.optimizers[steps_per_epoch] = optim.make_optimizer(train_config, steps_per_epoch)
+        return self.optimizers[steps_per_epoch]
+
+
+def example_batch(config: ml_collections.ConfigDict, clip_set: ClipSet) -> dict[str, np.ndarray]:
+    """Zeros shaped like one training batch, to initialise the model."""
+    size, batch = config.data.image_size, config.train.batch_size
+    if config.model.kind == "frame":
+        return {"frames": np.zeros((batch, size, size, 3), np.uint8)}
+    return {"frames": np.zeros((batch, config.data.window, size, size, 3), np.uint8),
+            "mask": np.ones((batch, config.data.window), bool)}
+
+
+def compile_run(config: ml_collections.ConfigDict, clip_set: ClipSet) -> Compiled:
+    mesh = sharding.data_mesh()
+    sharding.check_batch_size(config.train.batch_size, mesh)
+    sharding.check_batch_size(config.train.eval_batch_size, mesh)
+    model = create_model(config.model, clip_set.num_classes)
+    variables = init_variables(model, example_batch(config, clip_set), jax.random.key(config.seed))
+    return Compiled(model=model, variables=variables, mesh=mesh,
+                    train_step=sharding.jit_train_step(steps.train_step, mesh),
+                    eval_step=sharding.jit_eval_step(steps.eval_step, mesh))
+
+
+def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protocols.Fold, fold_index: int,
+             compiled: Compiled, workdir: str) -> dict[str, Any]:
+    fold_dir = os.path.join(workdir, fold.name)
+    result_file = os.path.join(fold_dir, "result.json")
+    if os.path.exists(result_file):
+        with open(result_file) as f:
+            return json.load(f)
+    os.makedirs(fold_dir, exist_ok=True)
+    seed = int(np.random.SeedSequence([config.seed, fold_index]).generate_state(1)[0])
+    samples, sample_record = training_samples(config, clip_set, fold.train, seed)
+    window = config.data.window if config.model.kind == "clip" else None
+    augmentation = pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation)
+    class_weights = None
+    if config.train.class_weights:
+        counts = augment.per_class_counts(pipeline.sample_labels(clip_set, samples), clip_set.num_classes)
+        class_weights = losses.inverse_frequency_weights(counts)
+        sample_record["class_weights"] = dict(zip(clip_set.class_names, np.round(class_weights, 4).tolist()))
+
+    def batches(epoch: int):
+        return pipeline.train_batches(clip_set, samples, batch_size=config.train.batch_size, seed=seed,
+                                      epoch=epoch, window_size=window, augmentation=augmentation,
+                                      class_weights=class_weights, num_threads=config.data.num_threads)
+
+    steps_per_epoch = len(samples) // config.train.batch_size
+    state = create_train_state(compiled.model, compiled.variables,
+                               compiled.optimizer(config.train, steps_per_epoch), jax.random.key(seed))
+    state = sharding.replicate(state, compiled.mesh)
+    mesh, eval_step = compiled.mesh, compiled.eval_step
+    max_length = pipeline.eval_length(clip_set)
+
+    def validate(state) -> dict[str, float]:
+        prediction = predict_clips(eval_step, state, config, clip_set, fold.val, mesh, max_length)
+        scores = metrics.classification_metrics(prediction["labels"], prediction["predictions"],
+                                                clip_set.num_classes)
+        return {"loss": prediction["loss"], "accuracy": scores["accuracy"], "uf1": scores["uf1"],
+                "uar": scores["uar"]}
+
+    fitted = fit(
+        state,
+        train_step=compiled.train_step,
+        train_batches=batches,
+        epochs=config.train.epochs,
+        mesh=mesh,
+        evaluate=validate if len(fold.val) else None,
+        select=config.train.select or None,
+        checkpoint_dir=os.path.join(fold_dir, "checkpoints"),
+        progress=tqdm,
+        description=fold.name,
+    )
+    test = predict_clips(eval_step, fitted.state, config, clip_set, fold.test, mesh, max_length)
+    result = {
+        "name": fold.name,
+        "train_subjects": sorted(set(clip_set.subjects[fold.train].tolist())),
+        "val_subjects": sorted(set(clip_set.subjects[fold.val].tolist())),
+        "test_subjects": sorted(set(clip_set.subjects[fold.test].tolist())),
+        "training_samples": sample_record,
+        "steps_per_epoch": steps_per_epoch,
+        "history": fitted.history,
+        "selected_epoch": fitted.selected_epoch,
+        "resumed_from_epoch": fitted.resumed_from,
+        "test": test,
+    }
+    with open(result_file, "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs the whole cross-validation and writes the reports; returns the summary."""
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    dataset_dir = ensure_built(config.data.name, config.data.data_dir, config.data.manual_dir or None)
+    clip_set = pipeline.load_clips(dataset_dir, config.data.image_size, progress=tqdm)
+    folds = make_folds(config, clip_set)
+    compiled = compile_run(config, clip_set)
+    results = [run_fold(config, clip_set, fold, i, compiled, workdir) for i, fold in enumerate(folds)]
+    summary = report.summarize(config, clip_set, results)
+    report.write(workdir, summary, results, clip_set.class_names)
+    return summary

@@ -1,0 +1,164 @@
+"""The VGGFace2-variant ResNet equals a PyTorch reference with the same weights."""
+
+from __future__ import annotations
+
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from merjax.models import ResNet, ResNet50, vggface2_preprocess
+from merjax.weights.state_dict import load_vggface2_pickle, resnet_variables_from_state_dict
+from tests import torch_reference as ref
+
+
+def _close(actual, expected, rtol: float = 1e-4) -> None:
+    """Elementwise within rtol of the reference's scale (random nets make some values ~0)."""
+    expected = np.asarray(expected)
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol,
+                               atol=rtol * np.abs(expected).max())
+
+
+def _nhwc(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    return (t.permute(0, 2, 3, 1) if t.ndim == 4 else t).numpy()
+
+
+def _frames(shape, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _shapes(tree):
+    return jax.tree_util.tree_map(lambda a: (tuple(a.shape), jnp.dtype(a.dtype)), tree)
+
+
+def test_vggface2_preprocess_known_pixel():
+    rgb = np.array([10, 20, 30], np.uint8).reshape(1, 1, 1, 1, 3)
+    expected = np.array([30 - 91.4953, 20 - 103.8827, 10 - 131.0912], np.float32)
+    for frames in (rgb, rgb.astype(np.float32)):
+        out = vggface2_preprocess(frames)
+        assert out.shape == rgb.shape and out.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(out)[0, 0, 0, 0], expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("height,width", [(32, 44), (29, 35)])
+def test_small_resnet_matches_torch_in_eval(height, width):
+    torch_model = ref.randomize_(ref.ResNet((2, 1, 1, 1), width=8, num_classes=5)).eval()
+    model = ResNet(stage_sizes=(2, 1, 1, 1), width=8, num_classes=5)
+    frames = _frames((2, height, width, 3))
+    variables = resnet_variables_from_state_dict(torch_model.state_dict())
+    template = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                              jnp.zeros((1, height, width, 3)))
+    assert _shapes(variables) == _shapes(template)
+
+    logits, endpoints = jax.jit(lambda v, x: model.apply(v, x, train=False))(
+        variables, vggface2_preprocess(frames))
+    with torch.no_grad():
+        expected = torch_model.endpoints(ref.preprocess(torch.from_numpy(frames)))
+    assert list(model.endpoint_names) == list(expected) and set(endpoints) == set(expected)
+    for name, value in expected.items():
+        assert endpoints[name].shape == _nhwc(value).shape, name
+        _close(endpoints[name], _nhwc(value))
+    _close(logits, expected["logits"].numpy())
+
+
+def test_maxpool_uses_ceil_mode():
+    """At 32x44 the stem gives 16x22; ceil mode pools that to 8x11, floor mode to 7x10."""
+    model = ResNet(stage_sizes=(1,), width=4)
+    out = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x, train=False)[0],
+                         jnp.zeros((1, 32, 44, 3)))
+    _, endpoints = out
+    assert endpoints["conv1"].shape == (1, 16, 22, 4)
+    assert endpoints["pool1"].shape == (1, 8, 11, 4)
+
+
+def test_resnet50_matches_torch():
+    torch_model = ref.randomize_(ref.ResNet((3, 4, 6, 3), width=64, num_classes=7), seed=1).eval()
+    model = ResNet50(num_classes=7)
+    frames = _frames((1, 64, 64, 3), seed=1)
+    variables = resnet_variables_from_state_dict(torch_model.state_dict())
+    logits, endpoints = jax.jit(lambda v, x: model.apply(v, x, train=False))(
+        variables, vggface2_preprocess(frames))
+    with torch.no_grad():
+        expected = torch_model.endpoints(ref.preprocess(torch.from_numpy(frames)))
+    _close(endpoints["pooled"], expected["pooled"].numpy())
+    _close(logits, expected["logits"].numpy())
+
+
+def test_resnet50_endpoint_shapes():
+    model = ResNet50()
+    _, endpoints = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x, train=False)[0],
+        jnp.zeros((2, 224, 224, 3)))
+    assert {k: v.shape for k, v in endpoints.items()} == {
+        "conv1": (2, 112, 112, 64),
+        "pool1": (2, 56, 56, 64),
+        "layer1": (2, 56, 56, 256),
+        "layer2": (2, 28, 28, 512),
+        "layer3": (2, 14, 14, 1024),
+        "layer4": (2, 7, 7, 2048),
+        "pooled": (2, 2048),
+    }
+
+
+def test_start_at_and_stop_at_compose_to_the_full_forward():
+    model = ResNet(stage_sizes=(1, 1), width=4, num_classes=3)
+    x = vggface2_preprocess(_frames((2, 24, 24, 3)))
+    variables = resnet_variables_from_state_dict(
+        ref.randomize_(ref.ResNet((1, 1), width=4, num_classes=3)).state_dict())
+    full, _ = model.apply(variables, x, train=False)
+    mid, prefix = model.apply(variables, x, train=False, stop_at="layer1")
+    assert list(prefix) == ["conv1", "pool1", "layer1"] and mid is prefix["layer1"]
+    out, suffix = model.apply(variables, mid, train=False, start_at="layer1")
+    assert list(suffix) == ["layer1", "layer2", "pooled", "logits"]
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(full))
+    with pytest.raises(ValueError, match="layer7"):
+        model.apply(variables, x, train=False, stop_at="layer7")
+    with pytest.raises(ValueError, match="nothing to run"):
+        model.apply(variables, x, train=False, start_at="pooled", stop_at="layer2")
+
+
+def test_train_mode_batchnorm_and_gradients_match_torch():
+    torch_model = ref.randomize_(ref.ResNet((2, 1), width=8, num_classes=4), seed=2).train()
+    model = ResNet(stage_sizes=(2, 1), width=8, num_classes=4)
+    frames = _frames((3, 30, 30, 3), seed=2)
+    weights = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
+    variables = resnet_variables_from_state_dict(torch_model.state_dict())
+
+    def loss_fn(params):
+        logits, updates = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                                      vggface2_preprocess(frames), train=True,
+                                      mutable=["batch_stats"])
+        return jnp.sum(logits[0] * weights), (logits[0], updates["batch_stats"])
+
+    grads, (logits, batch_stats) = jax.jit(jax.grad(loss_fn, has_aux=True))(variables["params"])
+    torch_logits = torch_model(ref.preprocess(torch.from_numpy(frames)))
+    (torch_logits * torch.from_numpy(weights)).sum().backward()
+
+    _close(logits, torch_logits.detach().numpy())
+    expected = resnet_variables_from_state_dict(torch_model.state_dict())["batch_stats"]
+    jax.tree_util.tree_map(lambda a, b: _close(a, b, rtol=1e-5), batch_stats, expected)
+    _close(grads["conv1"]["kernel"], torch_model.conv1.weight.grad.numpy().transpose(2, 3, 1, 0),
+           rtol=1e-3)
+    _close(grads["layer1_1"]["bn2"]["scale"], torch_model.layer1[1].bn2.weight.grad.numpy(),
+           rtol=1e-3)
+    _close(grads["fc"]["kernel"], torch_model.fc.weight.grad.numpy().T, rtol=1e-4)
+
+
+def test_state_dict_import_options(tmp_path):
+    torch_model = ref.ResNet((1,), width=4, num_classes=6)
+    state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+    path = tmp_path / "weights.pkl"
+    path.write_bytes(pickle.dumps(state))
+    loaded = load_vggface2_pickle(path)
+    assert "fc" in resnet_variables_from_state_dict(loaded)["params"]
+    backbone = resnet_variables_from_state_dict(loaded, include_fc=False)
+    template = jax.eval_shape(
+        lambda x: ResNet(stage_sizes=(1,), width=4).init(jax.random.key(0), x, train=False),
+        jnp.zeros((1, 16, 16, 3)))
+    assert _shapes(backbone) == _shapes(template)
+    with pytest.raises(ValueError, match="layer1.0.se.weight"):
+        resnet_variables_from_state_dict({**loaded, "layer1.0.se.weight": np.zeros(3)})
