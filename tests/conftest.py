@@ -46,3 +46,11 @@ def tiny_model_config(kind: str = "clip", temporal: str = "bilstm") -> ml_collec
 @pytest.fixture
 def clip_set() -> ClipSet:
     return make_clip_set()
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_dir(tmp_path_factory) -> str:
+    """The synthetic ``tiny`` dataset, built once per test session; returns its prepared directory."""
+    from datasets.build import ensure_built
+
+    return ensure_built("synthetic_me/tiny", str(tmp_path_factory.mktemp("tfds")))

@@ -477,7 +477,7 @@ def blink_field(control_points: np.ndarray, closure: np.ndarray | float) -> np.n
 def apex_envelope(num_frames: int, apex: int) -> np.ndarray:
     """Raised-cosine rise from 0 at frame 0 to 1 at ``apex`` and fall back to 0 at the last frame."""
     t = np.arange(num_frames, dtype=np.float64)
-    rise = 0.5 * (1.0 - np.cos(np.pi * (t + 1) / (max(apex, 1) + 1)))
+    rise = 0.5 * (1.0 - np.cos(np.pi * t / max(apex, 1)))
     fall = 0.5 * (1.0 + np.cos(np.pi * (t - apex) / max(num_frames - 1 - apex, 1)))
     return np.where(t <= apex, rise, fall)
 

@@ -125,7 +125,7 @@ def window_samples(clip_set: ClipSet, clip_indices: np.ndarray, size: int, strid
         try:
             indices, _ = clips.windows_with_mask(int(clip_set.lengths[clip]), size, stride, pad_short=pad_short)
         except ValueError as error:
-            raise ValueError(f"clip {clip_set.clip_ids[clip]!r}: {error}") from error
+            raise ValueError(f"clip {str(clip_set.clip_ids[clip])!r}: {error}") from error
         rows.extend((int(clip), int(start)) for start in indices[:, 0])
     return np.asarray(rows, np.int64).reshape(-1, 2)
 
@@ -269,7 +269,7 @@ def clip_eval_batches(clip_set: ClipSet, clip_indices: np.ndarray, *, batch_size
         for slot, clip in enumerate(chunk):
             frames = clip_set.frames[int(clip)]
             if len(frames) > max_length:
-                raise ValueError(f"clip {clip_set.clip_ids[clip]!r} has {len(frames)} frames > max_length {max_length}")
+                raise ValueError(f"clip {str(clip_set.clip_ids[clip])!r} has {len(frames)} frames > max_length {max_length}")
             windows, _ = clips.windows_with_mask(len(frames), window_size, stride, pad_short=pad_short)
             batch["frames"][slot, :len(frames)] = frames
             batch["mask"][slot, :len(frames)] = True

@@ -1,0 +1,82 @@
+"""End to end: the ``smoke`` preset of seed 001's experiments, on the synthetic ``tiny`` dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import cv
+from experiments.configs import smic_bilstm, smic_vggface2
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _check_summary(summary, workdir, num_classes=3):
+    for key in ("accuracy", "uf1", "uar"):
+        assert 0.0 <= summary[key] <= 1.0
+    confusion = np.asarray(summary["confusion"])
+    assert confusion.shape == (num_classes, num_classes)
+    assert confusion.sum() == summary["num_clips"] == sum(f["num_samples"] for f in summary["folds"])
+    np.testing.assert_allclose(summary["accuracy"], np.trace(confusion) / confusion.sum())
+    tested = [s for f in summary["folds"] for s in f["test_subjects"]]
+    assert len(tested) == len(set(tested))                      # each subject tested once
+    for fold in summary["folds"]:
+        assert not set(fold["test_subjects"]) & set(fold["val_subjects"])
+    for name in ("config.json", "summary.json", "summary.md", "confusion.png", "learning_curve_loss.png",
+                 "learning_curve_accuracy.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+    with open(os.path.join(workdir, "summary.json")) as f:
+        assert json.load(f)["uf1"] == summary["uf1"]
+
+
+@pytest.mark.slow
+def test_smoke_bilstm_end_to_end_and_restart_reuses_folds(tmp_path, tiny_dataset_dir):
+    config = smic_bilstm.get_config("smoke")
+    config.data.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset_dir)))
+    workdir = str(tmp_path / "run")
+    summary = cv.run(config, workdir)
+    _check_summary(summary, workdir)
+    for fold in summary["folds"]:
+        history = json.load(open(os.path.join(workdir, fold["name"], "result.json")))["history"]
+        assert len(history) == config.train.epochs
+        assert all(np.isfinite(h["train_loss"]) for h in history)
+    again = cv.run(config, workdir)                              # finished folds are reused, not retrained
+    assert again["confusion"] == summary["confusion"]
+
+
+@pytest.mark.slow
+def test_smoke_frame_model_reports_frame_and_clip_level(tmp_path, tiny_dataset_dir):
+    config = smic_vggface2.get_config("smoke")
+    config.data.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset_dir)))
+    workdir = str(tmp_path / "frames")
+    summary = cv.run(config, workdir)
+    _check_summary(summary, workdir)
+    assert summary["frame_level"]["num_samples"] > summary["num_clips"]
+    for fold in summary["folds"]:
+        assert set(fold["training_samples"]["balanced_samples_per_class"].values()) == {16}
+
+
+@pytest.mark.slow
+def test_command_line_runs_smoke_preset_with_overrides(tmp_path, tiny_dataset_dir):
+    data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset_dir)))
+    command = [sys.executable, "-m", "experiments.smic_lstm", "--config=experiments/configs/smic_lstm.py:smoke",
+               f"--config.data.data_dir={data_dir}", "--config.train.epochs=1", f"--workdir={tmp_path / 'cli'}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pooled over folds" in result.stdout
+    config = json.load(open(tmp_path / "cli" / "config.json"))
+    assert config["train"]["epochs"] == 1 and config["model"]["temporal"]["kind"] == "lstm"
+
+
+def test_unknown_preset_and_protocol_are_named():
+    with pytest.raises(ValueError, match="nope"):
+        smic_bilstm.get_config("nope")
+    config = smic_bilstm.get_config("smoke")
+    config.protocol.kind = "leave_some_out"
+    with pytest.raises(ValueError, match="leave_some_out"):
+        cv.make_folds(config, type("C", (), {"num_classes": 3, "subjects": [], "labels": []})())
