@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
@@ -22,6 +22,7 @@ def main(name: str) -> None:
 
     def run(argv: list[str]) -> None:
         del argv
+        logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint at INFO
         from experiments import cv, report  # imported after flag parsing: JAX reads XLA_FLAGS at import
 
         summary = cv.run(config_flag.value, workdir_flag.value)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Mapping
+from typing import Callable, Mapping
 
 import cv2
 import numpy as np
@@ -96,8 +96,8 @@ def template() -> np.ndarray:
 def _border_points() -> np.ndarray:
     """Points on the crop border and on a wide outer frame, so that every pixel lies in a triangle
     even after the head has drifted or rotated."""
-    ring = [(x, y) for x in (0.0, 0.5, 1.0) for y in (0.0, 0.5, 1.0) if y != 0.5 or x != 0.5]
-    ring.remove((0.5, 1.0))  # the chin comes close to the bottom edge: no point there
+    # Crop corners and edge midpoints, except the bottom middle: the chin comes close to it.
+    ring = [(0.0, 0.0), (0.0, 0.5), (0.0, 1.0), (0.5, 0.0), (1.0, 0.0), (1.0, 0.5), (1.0, 1.0)]
     outer = [(x, y) for x in (-0.6, 0.5, 1.6) for y in (-0.6, 0.5, 1.6) if (x, y) != (0.5, 0.5)]
     return np.asarray(ring + outer, np.float64)
 
@@ -131,7 +131,7 @@ def signed_areas(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 
 def with_border(control_points: np.ndarray, size: int) -> np.ndarray:
-    """Appends the (fixed) border points, in pixels of a ``size`` crop, to control points in pixels."""
+    """Appends the border points, in pixels of a ``size`` crop, to control points in pixels."""
     return np.concatenate([control_points, _border_points() * size])
 
 
@@ -204,7 +204,7 @@ class Identity:
     hair: np.ndarray
     background: np.ndarray
     brow_thickness: float         # crop units
-    brow_darkness: float          # fraction of skin brightness removed by the brows
+    brow_darkness: float          # how much darker the brows are than a hair/skin mix, 0..1
     light_angle: float            # direction of the lighting gradient, radians
     light_strength: float
     freckles: np.ndarray          # [N,3]: x, y (crop units), radius (crop units)
@@ -259,7 +259,7 @@ def _fixed(points: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(points) * 16).astype(np.int32)
 
 
-def _mask(size: int, draw) -> np.ndarray:
+def _mask(size: int, draw: Callable[[np.ndarray], object]) -> np.ndarray:
     """A float mask in [0,1] from a drawing callback on a uint8 canvas."""
     canvas = np.zeros((size, size), np.uint8)
     draw(canvas)
@@ -270,8 +270,8 @@ def _polygon_mask(size: int, polygon: np.ndarray) -> np.ndarray:
     return _mask(size, lambda c: cv2.fillPoly(c, [_fixed(polygon)], 255, cv2.LINE_AA, 4))
 
 
-def _polyline_mask(size: int, points: np.ndarray, thickness: float, closed: bool = False) -> np.ndarray:
-    return _mask(size, lambda c: cv2.polylines(c, [_fixed(points)], closed, 255,
+def _polyline_mask(size: int, points: np.ndarray, thickness: float) -> np.ndarray:
+    return _mask(size, lambda c: cv2.polylines(c, [_fixed(points)], False, 255,
                                                max(1, int(round(thickness))), cv2.LINE_AA, 4))
 
 
@@ -367,7 +367,7 @@ def render_neutral(identity: Identity, size: int) -> np.ndarray:
             c, tuple(_fixed(p)), int(round(r * 16)), 255, -1, cv2.LINE_AA, 4)), identity.skin * 0.6)
 
     image = _blend(image, _polygon_mask(size, points[OUTER_MOUTH]), identity.lips)
-    image = _blend(image, _polyline_mask(size, points[INNER_MOUTH[[0, 1, 2, 3, 4]]], 0.008 * size),
+    image = _blend(image, _polyline_mask(size, points[INNER_MOUTH[:5]], 0.008 * size),
                    identity.lips * 0.35)
     for eye in (RIGHT_EYE, LEFT_EYE):
         sclera = _polygon_mask(size, points[eye])
@@ -380,8 +380,7 @@ def render_neutral(identity: Identity, size: int) -> np.ndarray:
         pupil = _mask(size, lambda c, ctr=centre, r=iris_radius * 0.45: cv2.circle(
             c, tuple(_fixed(ctr)), int(round(r * 16)), 255, -1, cv2.LINE_AA, 4)) * sclera
         image = _blend(image, pupil, [0.03, 0.03, 0.03])
-        upper_lid = points[[eye[0], eye[1], eye[2], eye[3]]]
-        image = _blend(image, _polyline_mask(size, upper_lid, 0.014 * size), identity.skin * 0.25)
+        image = _blend(image, _polyline_mask(size, points[eye[:4]], 0.014 * size), identity.skin * 0.25)
     for brow in (RIGHT_BROW, LEFT_BROW):
         band = _polygon_mask(size, _brow_polygon(points[brow], identity.brow_thickness * size, size / 2))
         image = _blend(image, band, (0.5 * identity.hair + 0.5 * identity.skin) * (1.0 - identity.brow_darkness))
@@ -482,7 +481,7 @@ def apex_envelope(num_frames: int, apex: int) -> np.ndarray:
     return np.where(t <= apex, rise, fall)
 
 
-def blink_curve(num_frames: int, start: int, close_frames: int, open_frames: int) -> np.ndarray:
+def blink_curve(num_frames: int, start: int, close_frames: float, open_frames: float) -> np.ndarray:
     """Lid closure over time: a quick raised-cosine close from ``start`` then a slower opening."""
     t = np.arange(num_frames, dtype=np.float64) - start
     closing = 0.5 * (1.0 - np.cos(np.pi * np.clip(t / close_frames, 0.0, 1.0)))
@@ -606,9 +605,10 @@ def sample_motion(rng: np.random.Generator, intensities: Mapping[int, float], nu
 
 @dataclasses.dataclass(frozen=True)
 class RenderedClip:
+    """A rendered clip with its ground truth."""
+
     frames: np.ndarray        # [T,S,S,3] uint8
     landmarks: np.ndarray     # [T,68,2] float32, crop pixels
-    neutral_landmarks: np.ndarray  # [68,2] float32: landmarks of the clip's neutral face (= frame 0)
     expression: np.ndarray    # [T,68,2] float32: AU displacement before the pose, the ground truth of the signal
 
 
@@ -639,6 +639,5 @@ def render_clip(neutral_image: np.ndarray, neutral: np.ndarray, motion: ClipMoti
     return RenderedClip(
         frames=frames,
         landmarks=points[:, :NUM_LANDMARKS].astype(np.float32),
-        neutral_landmarks=points[0, :NUM_LANDMARKS].astype(np.float32),
         expression=motion.expression[:, :NUM_LANDMARKS].astype(np.float32),
     )

@@ -18,11 +18,13 @@ classes' clips identical to the config without it (same seed).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import example_serializer
 
 from datasets.synthetic_me import render
 from merjax.data import labels, schema
@@ -240,7 +242,7 @@ def _clip_length(rng: np.random.Generator, config: SyntheticMEConfig) -> int:
 
 def synthesize_clip(config: SyntheticMEConfig, spec: ClipSpec, face: SubjectFace | None = None) -> SynthesizedClip:
     """Renders one clip; ``face`` (the subject's, from ``subject_face``) may be passed to reuse it."""
-    face = face or subject_face(config, spec.subject_index)
+    face = face if face is not None else subject_face(config, spec.subject_index)
     rng = np.random.default_rng([config.seed, 1, spec.index])
     num_frames = _clip_length(rng, config)
     apex = int(rng.integers(num_frames // 3, max(num_frames // 3 + 1, (2 * num_frames) // 3)))
@@ -280,6 +282,27 @@ def generate_examples(config: SyntheticMEConfig) -> Iterator[tuple[str, dict[str
         yield spec.clip, example
 
 
+@contextlib.contextmanager
+def deterministic_serialization() -> Iterator[None]:
+    """Makes TFDS write every example's feature map in sorted key order while active.
+
+    TFDS stores an example as a ``tf.train.Example``, whose feature map the upb
+    protobuf runtime writes in an order that changes from process to process;
+    with sorted keys one seed gives byte-identical files in every process.
+    """
+    serializer = example_serializer.ExampleSerializer
+    original = serializer.serialize_example
+
+    def serialize_sorted(self: example_serializer.ExampleSerializer, example: Any) -> bytes:
+        return self.get_tf_example(example).SerializeToString(deterministic=True)
+
+    serializer.serialize_example = serialize_sorted
+    try:
+        yield
+    finally:
+        serializer.serialize_example = original
+
+
 class SyntheticMe(tfds.core.GeneratorBasedBuilder):
     """Rendered SMIC-like (and CASME II-like) micro-expression clips; see the module docstring."""
 
@@ -288,11 +311,19 @@ class SyntheticMe(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = list(CONFIGS)
 
     def _info(self) -> tfds.core.DatasetInfo:
+        # Built directly rather than with dataset_info_from_configs, which would take the
+        # description from README.md (with its measured numbers) instead of this module's.
         config = self.builder_config
-        return self.dataset_info_from_configs(
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"{config.description}\n\n{__doc__}",
             features=schema.features(config.class_names, config.image_size),
-            description=__doc__,
         )
+
+    def _download_and_prepare(self, dl_manager: tfds.download.DownloadManager,
+                              download_config: tfds.download.DownloadConfig) -> None:
+        with deterministic_serialization():
+            super()._download_and_prepare(dl_manager, download_config)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         return {"train": self._generate_examples()}

@@ -5,8 +5,8 @@ Clips in a batch are left-aligned and padded at the end; ``lengths`` says how ma
 steps of each are valid. Padded steps must not affect anything, so inputs are
 zeroed there before the scan (whatever they held, even inf or NaN, reaches neither
 the outputs nor the gradients of the LSTM parameters), outputs are zeroed there
-after it, and the final state is taken at each sequence's last valid step. The result equals ``torch.nn.LSTM`` run on a
-``pack_padded_sequence``.
+after it, and the final state is taken at each sequence's last valid step. The
+result equals ``torch.nn.LSTM`` run on a ``pack_padded_sequence``.
 
 Submodule names mirror PyTorch's parameter suffixes (``l0``, ``l1``, ...,
 ``l0_reverse``) so ``merjax.weights.state_dict.lstm_params_from_state_dict`` is a

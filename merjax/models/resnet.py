@@ -128,7 +128,7 @@ class ResNet(nn.Module):
     ``layer1_0`` ... for ``layer1.0`` ..., ``fc``) so weight import is mechanical.
 
     ``__call__`` returns ``(output, endpoints)``: output is the logits when
-    ``num_classes`` is set, else the pooled features [B, 32*width]; endpoints maps
+    ``num_classes`` is set, else the pooled features [B, 32*width] (for four stages); endpoints maps
     every computed stage name in ``endpoint_names`` to its output. ``start_at=E``
     takes ``x`` to be endpoint E's tensor and runs the stages after it;
     ``stop_at=E`` stops after E and returns E's tensor as output.

@@ -61,7 +61,7 @@ def load_vggface2_pickle(path: str | PathLike[str]) -> dict[str, np.ndarray]:
 def _resnet_module_path(torch_module: str) -> tuple[str, ...]:
     """``layer1.0.downsample.1`` -> (``layer1_0``, ``downsample_bn``); ``bn1`` -> (``bn1``,)."""
     parts = torch_module.split(".")
-    if parts[0].startswith("layer"):
+    if parts[0].startswith("layer") and len(parts) > 2:
         block, rest = f"{parts[0]}_{parts[1]}", parts[2:]
         if rest[:1] == ["downsample"]:
             rest = ["downsample_conv" if rest[1] == "0" else "downsample_bn"]
