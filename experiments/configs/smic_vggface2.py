@@ -17,4 +17,7 @@ def get_config(preset: str = "default"):
     config = common.apply_preset(config, preset)
     # Table 1, Aug.-I: every class brought to about 15000 frames on SMIC-HS.
     config.data.balance_per_class = {"paper": 15000, "smoke": 16}.get(preset, 600)
+    if preset == "default":
+        config.train.batch_size = 32        # single frames are cheap: larger batches
+        config.train.eval_batch_size = 64
     return config
