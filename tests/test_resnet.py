@@ -162,3 +162,21 @@ def test_state_dict_import_options(tmp_path):
     assert _shapes(backbone) == _shapes(template)
     with pytest.raises(ValueError, match="layer1.0.se.weight"):
         resnet_variables_from_state_dict({**loaded, "layer1.0.se.weight": np.zeros(3)})
+
+
+class _RunsCode:
+    """A pickle payload that would run a shell command when unpickled unsafely."""
+
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch should_not_exist",))
+
+
+def test_weight_pickle_carrying_code_is_refused_without_running_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"conv1.weight": np.zeros((2, 3, 7, 7), np.float32), "x": _RunsCode()}))
+    with pytest.raises(pickle.UnpicklingError, match=r"evil\.pkl.*refusing to load (posix|os|nt)\.system"):
+        load_vggface2_pickle(path)
+    assert not (tmp_path / "should_not_exist").exists()
+

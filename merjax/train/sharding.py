@@ -4,7 +4,7 @@ One 1-D mesh with axis ``data``: the batch is split along its first axis, the
 train state is replicated, and a single jitted step runs on the global arrays
 (XLA inserts the gradient all-reduce). Multi-host runs call
 ``jax.distributed.initialize()`` first; each process then feeds its own slice
-of the global batch (see ``process_slice``).
+of the global batch (``merjax.data.pipeline.local_rows``).
 """
 
 from __future__ import annotations
@@ -38,13 +38,6 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
         raise ValueError(
             f"batch size {batch_size} is not divisible by the {mesh.size} devices of the mesh; "
             f"use a multiple of {mesh.size}")
-
-
-def process_slice(global_batch_size: int) -> slice:
-    """The rows of a global batch that this process loads."""
-    per_process = global_batch_size // jax.process_count()
-    start = jax.process_index() * per_process
-    return slice(start, start + per_process)
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

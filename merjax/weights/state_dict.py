@@ -52,10 +52,44 @@ def _put(tree: Variables, path: tuple[str, ...], value: np.ndarray) -> None:
     tree[path[-1]] = value
 
 
+# The only globals a pickle of numpy arrays in plain containers needs (numpy 1 and 2 names).
+_SAFE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+})
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Refuses every global but numpy array reconstruction: a pickle carrying code is never run."""
+
+    def __init__(self, file: Any, path: str):
+        super().__init__(file, encoding="latin1")
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _SAFE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"{self._path}: refusing to load {module}.{name}; a weight pickle may hold only numpy "
+                f"arrays and plain containers")
+        return super().find_class(module, name)
+
+
 def load_vggface2_pickle(path: str | PathLike[str]) -> dict[str, np.ndarray]:
-    """Reads the published VGGFace2 weight pickle (written by Python 2, hence latin1)."""
+    """Reads the published VGGFace2 weight pickle (written by Python 2, hence latin1).
+
+    Only numpy arrays in dicts/lists are accepted; anything else raises
+    ``pickle.UnpicklingError`` naming the file, before any of it is executed.
+    """
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+        state = _ArraysOnlyUnpickler(f, str(path)).load()
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a dict of numpy arrays, got {type(state).__name__}")
+    return state
 
 
 def _resnet_module_path(torch_module: str) -> tuple[str, ...]:
