@@ -34,13 +34,24 @@ def _check_summary(summary, workdir, num_classes=3):
         assert json.load(f)["uf1"] == summary["uf1"]
 
 
-@pytest.mark.slow
-def test_smoke_bilstm_end_to_end_and_restart_reuses_folds(tmp_path, tiny_dataset_dir):
-    config = smic_bilstm.get_config("smoke")
-    config.data.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset_dir)))
-    workdir = str(tmp_path / "run")
+@pytest.fixture
+def tiny_data_dir(tiny_dataset_dir) -> str:
+    """The TFDS data_dir holding the built tiny dataset (<data_dir>/synthetic_me/tiny/<version>)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset_dir)))
+
+
+def _run_smoke(config_module, data_dir: str, workdir: str):
+    config = config_module.get_config("smoke")
+    config.data.data_dir = data_dir
     summary = cv.run(config, workdir)
     _check_summary(summary, workdir)
+    return config, summary
+
+
+@pytest.mark.slow
+def test_smoke_bilstm_end_to_end_and_restart_reuses_folds(tmp_path, tiny_data_dir):
+    workdir = str(tmp_path / "run")
+    config, summary = _run_smoke(smic_bilstm, tiny_data_dir, workdir)
     for fold in summary["folds"]:
         history = json.load(open(os.path.join(workdir, fold["name"], "result.json")))["history"]
         assert len(history) == config.train.epochs
@@ -50,22 +61,17 @@ def test_smoke_bilstm_end_to_end_and_restart_reuses_folds(tmp_path, tiny_dataset
 
 
 @pytest.mark.slow
-def test_smoke_frame_model_reports_frame_and_clip_level(tmp_path, tiny_dataset_dir):
-    config = smic_vggface2.get_config("smoke")
-    config.data.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset_dir)))
-    workdir = str(tmp_path / "frames")
-    summary = cv.run(config, workdir)
-    _check_summary(summary, workdir)
+def test_smoke_frame_model_reports_frame_and_clip_level(tmp_path, tiny_data_dir):
+    _, summary = _run_smoke(smic_vggface2, tiny_data_dir, str(tmp_path / "frames"))
     assert summary["frame_level"]["num_samples"] > summary["num_clips"]
     for fold in summary["folds"]:
         assert set(fold["training_samples"]["balanced_samples_per_class"].values()) == {16}
 
 
 @pytest.mark.slow
-def test_command_line_runs_smoke_preset_with_overrides(tmp_path, tiny_dataset_dir):
-    data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset_dir)))
+def test_command_line_runs_smoke_preset_with_overrides(tmp_path, tiny_data_dir):
     command = [sys.executable, "-m", "experiments.smic_lstm", "--config=experiments/configs/smic_lstm.py:smoke",
-               f"--config.data.data_dir={data_dir}", "--config.train.epochs=1", f"--workdir={tmp_path / 'cli'}"]
+               f"--config.data.data_dir={tiny_data_dir}", "--config.train.epochs=1", f"--workdir={tmp_path / 'cli'}"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "pooled over folds" in result.stdout
