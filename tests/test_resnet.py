@@ -180,3 +180,14 @@ def test_weight_pickle_carrying_code_is_refused_without_running_it(tmp_path, mon
         load_vggface2_pickle(path)
     assert not (tmp_path / "should_not_exist").exists()
 
+
+@pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
+def test_weight_pickle_of_arrays_loads_under_every_protocol(tmp_path, protocol):
+    state = {"conv1.weight": np.arange(6, dtype=np.float32).reshape(1, 2, 3), "bn1.running_var": np.ones(2)}
+    path = tmp_path / "w.pkl"
+    path.write_bytes(pickle.dumps(state, protocol=protocol))
+    loaded = load_vggface2_pickle(path)
+    assert set(loaded) == set(state)
+    for key in state:
+        np.testing.assert_array_equal(loaded[key], state[key])
+

@@ -6,6 +6,10 @@ Written from scratch (no torchvision) after the VGGFace2 PyTorch port
 ``stage_sizes`` and ``width`` so tests can use small networks; state-dict keys are
 those of the published weights (``layer1.0.downsample.1.running_var``, ``fc.weight``).
 The pooling is a global average (``resnet50_ft`` uses AvgPool2d(7), the same at 224x224).
+``se_reduction`` gives ``senet50_ft`` (``models/senet.py`` of cydonia999/VGGFace2-pytorch):
+each bottleneck's ``bn3`` output is scaled by sigmoid(conv5(relu(conv4(avg_pool(out)))))
+(1x1 convs with bias, C -> C // 16 -> C) before the residual add; the port's SE pool,
+``avg_pool2d(kernel_size=H)``, is global for square maps and global here at any size.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ VGGFACE2_MEAN_BGR = (91.4953, 103.8827, 131.0912)
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: bool = False):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: bool = False,
+                 se_reduction: int | None = None):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -36,20 +41,27 @@ class Bottleneck(nn.Module):
             nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
             nn.BatchNorm2d(planes * 4),
         ) if downsample else None
+        self.se_reduction = se_reduction
+        if se_reduction is not None:
+            self.conv4 = nn.Conv2d(planes * 4, planes * 4 // se_reduction, 1, bias=True)
+            self.conv5 = nn.Conv2d(planes * 4 // se_reduction, planes * 4, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
+        if self.se_reduction is not None:
+            se = self.relu(self.conv4(out.mean((2, 3), keepdim=True)))
+            out = torch.sigmoid(self.conv5(se)) * out
         return self.relu(out + residual)
 
 
 class ResNet(nn.Module):
-    """VGGFace2-variant ResNet on NCHW preprocessed (BGR minus mean) input."""
+    """VGGFace2-variant ResNet (SE-ResNet with ``se_reduction``) on NCHW preprocessed input."""
 
     def __init__(self, stage_sizes: Sequence[int] = (3, 4, 6, 3), width: int = 64,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, se_reduction: int | None = None):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -58,8 +70,10 @@ class ResNet(nn.Module):
         inplanes = width
         for s, size in enumerate(stage_sizes):
             planes = width * 2**s
-            blocks = [Bottleneck(inplanes, planes, 2 if s > 0 else 1, downsample=True)]
-            blocks += [Bottleneck(planes * 4, planes) for _ in range(size - 1)]
+            blocks = [Bottleneck(inplanes, planes, 2 if s > 0 else 1, downsample=True,
+                                 se_reduction=se_reduction)]
+            blocks += [Bottleneck(planes * 4, planes, se_reduction=se_reduction)
+                       for _ in range(size - 1)]
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
             inplanes = planes * 4
         self.num_stages = len(stage_sizes)

@@ -1,4 +1,4 @@
-"""Flax models: the VGGFace2-variant ResNet, scanned LSTMs, heads and seed 001's classifiers."""
+"""Flax models: the VGGFace2-variant ResNet and SE-ResNet, scanned LSTMs, heads and seed 001's classifiers."""
 
 from merjax.models.classifiers import ClipClassifier, FrameClassifier
 from merjax.models.factory import create_model
@@ -10,6 +10,7 @@ from merjax.models.resnet import (
     Bottleneck,
     ResNet,
     ResNet50,
+    SENet50,
     vggface2_preprocess,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "MLPHead",
     "ResNet",
     "ResNet50",
+    "SENet50",
     "create_model",
     "vggface2_preprocess",
 ]

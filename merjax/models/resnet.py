@@ -15,6 +15,16 @@ The one deliberate generalisation: ``resnet50_ft`` ends with ``AvgPool2d(7)``,
 which is a global average only at 224x224 input; here it is a global average
 at any input size.
 
+SE-ResNet-50 (``senet50_ft``, ``SENet50``) follows ``models/senet.py`` of the same
+PyTorch port (github.com/cydonia999/VGGFace2-pytorch): the network is
+``resnet50_ft`` (same stem, strides, downsample, keys) plus, in every bottleneck,
+a squeeze-excitation on the output of ``bn3``: average pool -> 1x1 conv ``conv4``
+(C -> C // 16, with bias) -> ReLU -> 1x1 conv ``conv5`` (C // 16 -> C, with bias)
+-> sigmoid, which scales ``bn3``'s output *before* the residual is added
+(``relu(se * out + residual)``). The port pools with ``avg_pool2d(kernel_size=H)``,
+a global average for square maps; here it is a global average at any size. Its
+unused ``SEModule`` (``se_block``) has no weights in the published state dict.
+
 The forward pass is a flat sequence of named stages (``ResNet.endpoint_names``)
 so that a frozen prefix can be run once and cached (``stop_at``), the trainable
 suffix run from a cached endpoint (``start_at``), and Grad-CAM taken at any
@@ -82,11 +92,17 @@ class BatchNorm(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """Bottleneck block of ``resnet50_ft``: 1x1 (stride) -> 3x3 -> 1x1 (x4), residual."""
+    """Bottleneck block of ``resnet50_ft``: 1x1 (stride) -> 3x3 -> 1x1 (x4), residual.
+
+    With ``se_reduction`` set it is the ``senet50_ft`` block: a squeeze-excitation
+    (``conv4`` down by ``se_reduction``, ReLU, ``conv5`` up, sigmoid) scales the
+    block's output before the residual add.
+    """
 
     features: int
     stride: int = 1
     downsample: bool = False
+    se_reduction: int | None = None
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -100,6 +116,13 @@ class Bottleneck(nn.Module):
         y = nn.relu(norm(name="bn2")(y, train=train))
         y = conv(self.features * EXPANSION, (1, 1), padding="VALID", name="conv3")(y)
         y = norm(name="bn3")(y, train=train)
+        if self.se_reduction is not None:
+            channels = self.features * EXPANSION
+            se = jnp.mean(y, axis=(1, 2), keepdims=True)
+            se = nn.relu(nn.Conv(channels // self.se_reduction, (1, 1), dtype=self.dtype,
+                                 name="conv4")(se))
+            se = nn.sigmoid(nn.Conv(channels, (1, 1), dtype=self.dtype, name="conv5")(se))
+            y = y * se
         if self.downsample:
             x = conv(self.features * EXPANSION, (1, 1), strides, padding="VALID",
                      name="downsample_conv")(x)
@@ -126,6 +149,8 @@ class ResNet(nn.Module):
 
     Submodule names mirror the PyTorch state-dict keys (``conv1``, ``bn1``,
     ``layer1_0`` ... for ``layer1.0`` ..., ``fc``) so weight import is mechanical.
+    ``se_reduction`` (None: plain ResNet) adds the ``senet50_ft`` squeeze-excitation
+    (``conv4``/``conv5``) to every bottleneck.
 
     ``__call__`` returns ``(output, endpoints)``: output is the logits when
     ``num_classes`` is set, else the pooled features [B, 32*width] (for four stages); endpoints maps
@@ -137,6 +162,7 @@ class ResNet(nn.Module):
     stage_sizes: Sequence[int] = (3, 4, 6, 3)
     width: int = 64
     num_classes: int | None = None
+    se_reduction: int | None = None
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
@@ -146,7 +172,8 @@ class ResNet(nn.Module):
         for s, size in enumerate(self.stage_sizes):
             blocks = [
                 Bottleneck(self.width * 2**s, stride=2 if s > 0 and i == 0 else 1,
-                           downsample=i == 0, dtype=self.dtype)
+                           downsample=i == 0, se_reduction=self.se_reduction,
+                           dtype=self.dtype)
                 for i in range(size)
             ]
             setattr(self, f"layer{s + 1}", blocks)  # named layer{s+1}_{i}
@@ -197,3 +224,4 @@ class ResNet(nn.Module):
 
 
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3))
+SENet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), se_reduction=16)

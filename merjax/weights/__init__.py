@@ -1,9 +1,15 @@
-"""Importers for published weights (VGGFace2 ResNet-50, PyTorch LSTMs) into Flax variables."""
+"""Importers for published weights (VGGFace2 ResNet-50 / SE-ResNet-50, PyTorch LSTMs) into Flax variables."""
 
 from merjax.weights.state_dict import (
     load_vggface2_pickle,
     lstm_params_from_state_dict,
     resnet_variables_from_state_dict,
 )
+from merjax.weights.vggface2 import load_vggface2
 
-__all__ = ["load_vggface2_pickle", "lstm_params_from_state_dict", "resnet_variables_from_state_dict"]
+__all__ = [
+    "load_vggface2",
+    "load_vggface2_pickle",
+    "lstm_params_from_state_dict",
+    "resnet_variables_from_state_dict",
+]

@@ -2,7 +2,9 @@
 
 The VGGFace2 ResNet-50 weights are published as a pickle of numpy arrays keyed
 like a PyTorch state dict (``conv1.weight``, ``layer1.0.downsample.1.running_var``,
-``fc.weight`` for the 8631 identities). merjax's module names mirror those keys,
+``fc.weight`` for the 8631 identities); the SE-ResNet-50 ones add each block's
+squeeze-excitation convolutions ``layer1.0.conv4.{weight,bias}`` and
+``layer1.0.conv5.{weight,bias}``. merjax's module names mirror those keys,
 so conversion is a renaming plus layout changes: conv kernels OIHW -> HWIO, dense
 kernels [out,in] -> [in,out], BatchNorm ``weight``/``bias`` -> params
 ``scale``/``bias`` and ``running_mean``/``running_var`` -> batch_stats
@@ -31,11 +33,13 @@ _BN_LEAVES = {
 }
 _RESNET_LEAVES = {
     "conv": {"weight": ("params", "kernel")},
+    "se_conv": {"weight": ("params", "kernel"), "bias": ("params", "bias")},
     "bn": _BN_LEAVES,
     "fc": {"weight": ("params", "kernel"), "bias": ("params", "bias")},
 }
 _LSTM_KEY = re.compile(r"(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?")
 _GATES = ("i", "f", "g", "o")
+_SE_CONVS = ("conv4", "conv5")
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -61,6 +65,7 @@ _SAFE_GLOBALS = frozenset({
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("collections", "OrderedDict"),
+    ("_codecs", "encode"),   # how Python 3 writes numpy's raw bytes under pickle protocol 2
 })
 
 
@@ -103,12 +108,34 @@ def _resnet_module_path(torch_module: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def _resnet_module_kind(name: str) -> str | None:
-    """``conv``, ``bn`` or ``fc`` for a merjax ResNet submodule name, else None."""
-    if name == "fc":
+def _resnet_module_kind(path: tuple[str, ...]) -> str | None:
+    """``conv``, ``se_conv``, ``bn`` or ``fc`` for a merjax ResNet submodule path, else None."""
+    if path == ("fc",):
         return "fc"
-    match = re.fullmatch(r"(?:downsample_)?(conv|bn)\d*", name)
+    if len(path) == 2 and path[1] in _SE_CONVS:
+        return "se_conv"
+    match = re.fullmatch(r"(?:downsample_)?(conv|bn)\d*", path[-1])
     return match.group(1) if match else None
+
+
+def resnet_state_dict_key(collection: str, path: tuple[str, ...]) -> str:
+    """The state-dict key of a merjax ResNet variable: the inverse of the import's renaming.
+
+    ``('params', ('layer1_0', 'downsample_bn', 'scale'))`` -> ``layer1.0.downsample.1.weight``.
+    """
+    *modules, leaf = path
+    torch_leaf = {target: name for name, target in
+                  _RESNET_LEAVES.get(_resnet_module_kind(tuple(modules)), {}).items()}
+    parts = []
+    for module in modules:
+        block = re.fullmatch(r"(layer\d+)_(\d+)", module)
+        if block:
+            parts += block.groups()
+        elif module.startswith("downsample_"):
+            parts += ["downsample", "0" if module == "downsample_conv" else "1"]
+        else:
+            parts.append(module)
+    return ".".join([*parts, torch_leaf.get((collection, leaf), leaf)])
 
 
 def resnet_variables_from_state_dict(state_dict: Mapping[str, Any], *,
@@ -116,7 +143,7 @@ def resnet_variables_from_state_dict(state_dict: Mapping[str, Any], *,
     """Returns ``{'params': ..., 'batch_stats': ...}`` for ``merjax.models.ResNet``.
 
     Args:
-      state_dict: ``resnet50_ft``-style keys to arrays or tensors;
+      state_dict: ``resnet50_ft``- or ``senet50_ft``-style keys to arrays or tensors;
         ``num_batches_tracked`` entries are ignored.
       include_fc: False drops ``fc.*`` (e.g. the 8631-way identity classifier) for a
         backbone built with ``num_classes=None``.
@@ -130,11 +157,12 @@ def resnet_variables_from_state_dict(state_dict: Mapping[str, Any], *,
             continue
         path = _resnet_module_path(module)
         array = _numpy(value)
-        kind = _resnet_module_kind(path[-1])
+        kind = _resnet_module_kind(path)
         target = _RESNET_LEAVES.get(kind, {}).get(leaf)
-        if target is None or (kind == "conv") != (array.ndim == 4):
+        is_kernel = kind in ("conv", "se_conv") and leaf == "weight"
+        if target is None or is_kernel != (array.ndim == 4):
             raise ValueError(f"unexpected ResNet state-dict key {key!r} of shape {array.shape}")
-        if kind == "conv":
+        if is_kernel:
             array = array.transpose(2, 3, 1, 0)
         elif kind == "fc" and leaf == "weight":
             array = array.T

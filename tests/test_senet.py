@@ -1,0 +1,139 @@
+"""SE-ResNet-50 (VGGFace2 ``senet50_ft``) equals a PyTorch reference; ``load_vggface2`` checks files."""
+
+from __future__ import annotations
+
+import pickle
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from merjax.models import ResNet, SENet50, vggface2_preprocess
+from merjax.weights import load_vggface2, resnet_variables_from_state_dict
+from tests import torch_reference as ref
+
+SE_KEY = re.compile(r"layer\d+\.\d+\.conv[45]\.")
+
+
+def _close(actual, expected, rtol: float = 1e-4) -> None:
+    """Elementwise within rtol of the reference's scale (random nets make some values ~0)."""
+    expected = np.asarray(expected)
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol,
+                               atol=rtol * np.abs(expected).max())
+
+
+def _nhwc(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    return (t.permute(0, 2, 3, 1) if t.ndim == 4 else t).numpy()
+
+
+def _frames(shape, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _shapes(tree):
+    return jax.tree_util.tree_map(lambda a: (tuple(a.shape), jnp.dtype(a.dtype)), tree)
+
+
+def _save(state: dict[str, np.ndarray], path) -> str:
+    """Writes ``state`` as the published weights are: a pickle of a dict of numpy arrays."""
+    path.write_bytes(pickle.dumps(state))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def senet50_torch() -> ref.ResNet:
+    model = ref.ResNet((3, 4, 6, 3), width=64, num_classes=8631, se_reduction=16)
+    return ref.randomize_(model, seed=4).eval()
+
+
+@pytest.fixture(scope="module")
+def senet50_state(senet50_torch) -> dict[str, np.ndarray]:
+    """The full-size state dict in the published (Caffe-converted) format: no BN counters."""
+    return {k: v.numpy().copy() for k, v in senet50_torch.state_dict().items()
+            if not k.endswith("num_batches_tracked")}
+
+
+@pytest.fixture(scope="module")
+def backbone_state(senet50_state) -> dict[str, np.ndarray]:
+    return {k: v for k, v in senet50_state.items() if not k.startswith("fc.")}
+
+
+@pytest.mark.parametrize("height,width", [(32, 32), (29, 35)])
+def test_small_senet_matches_torch_in_eval(height, width):
+    torch_model = ref.randomize_(
+        ref.ResNet((2, 1, 1, 1), width=8, num_classes=5, se_reduction=16), seed=3).eval()
+    model = ResNet(stage_sizes=(2, 1, 1, 1), width=8, num_classes=5, se_reduction=16)
+    frames = _frames((2, height, width, 3))
+    variables = resnet_variables_from_state_dict(torch_model.state_dict())
+    template = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                              jnp.zeros((1, height, width, 3)))
+    assert _shapes(variables) == _shapes(template)
+    assert variables["params"]["layer1_0"]["conv4"]["kernel"].shape == (1, 1, 32, 2)
+    assert variables["params"]["layer4_0"]["conv5"]["bias"].shape == (256,)
+
+    logits, endpoints = jax.jit(lambda v, x: model.apply(v, x, train=False))(
+        variables, vggface2_preprocess(frames))
+    with torch.no_grad():
+        expected = torch_model.endpoints(ref.preprocess(torch.from_numpy(frames)))
+    assert set(endpoints) == set(expected)
+    for name, value in expected.items():
+        _close(endpoints[name], _nhwc(value))
+    _close(logits, expected["logits"].numpy())
+
+
+def test_load_vggface2_senet50_matches_torch(senet50_torch, senet50_state, backbone_state, tmp_path):
+    assert sum(v.size for v in senet50_state.values()) > 25_000_000
+    variables = load_vggface2(_save(senet50_state, tmp_path / "senet50_ft_weight.pkl"), "senet50")
+    frames = _frames((1, 64, 64, 3), seed=5)
+    logits, endpoints = jax.jit(lambda v, x: SENet50(num_classes=8631).apply(v, x, train=False))(
+        variables, vggface2_preprocess(frames))
+    with torch.no_grad():
+        expected = senet50_torch.endpoints(ref.preprocess(torch.from_numpy(frames)))
+    _close(endpoints["pooled"], expected["pooled"].numpy())
+    _close(logits, expected["logits"].numpy())
+
+    # The backbone alone: from the same file (fc dropped) or from a file without fc.
+    for state in (senet50_state, backbone_state):
+        backbone = load_vggface2(_save(state, tmp_path / "w.pkl"), "senet50", include_fc=False)
+        assert "fc" not in backbone["params"]
+        jax.tree_util.tree_map(np.testing.assert_array_equal, backbone,
+                               {"params": {k: v for k, v in variables["params"].items() if k != "fc"},
+                                "batch_stats": variables["batch_stats"]})
+
+
+def test_load_vggface2_resnet50_file(backbone_state, tmp_path):
+    resnet_state = {k: v for k, v in backbone_state.items() if not SE_KEY.match(k)}
+    variables = load_vggface2(_save(resnet_state, tmp_path / "r.pkl"), "resnet50", include_fc=False)
+    assert "conv4" not in variables["params"]["layer1_0"]
+    with pytest.raises(ValueError, match=r"senet50 weight file lacks 64 key\(s\): 'layer1\.0\.conv4\.bias'"):
+        load_vggface2(_save(resnet_state, tmp_path / "r.pkl"), "senet50", include_fc=False)
+    with pytest.raises(ValueError, match=r"64 key\(s\) not in resnet50: 'layer1\.0\.conv4\.bias'"):
+        load_vggface2(_save(backbone_state, tmp_path / "s.pkl"), "resnet50", include_fc=False)
+
+
+def test_load_vggface2_names_the_bad_key(backbone_state, tmp_path):
+    def load(state, include_fc: bool = False):
+        return load_vggface2(_save(state, tmp_path / "bad.pkl"), "senet50", include_fc=include_fc)
+
+    missing = {k: v for k, v in backbone_state.items() if k != "layer3.2.conv4.bias"}
+    with pytest.raises(ValueError, match=r"lacks 1 key\(s\): 'layer3\.2\.conv4\.bias' "
+                                         r"\(params/layer3_2/conv4/bias\)"):
+        load(missing)
+    with pytest.raises(ValueError, match=r"'fc\.bias' \(params/fc/bias\), 'fc\.weight'"):
+        load(backbone_state, include_fc=True)
+    extra = {**backbone_state, "layer4.3.conv1.weight": np.zeros((512, 2048, 1, 1), np.float32)}
+    with pytest.raises(ValueError, match=r"1 key\(s\) not in senet50: 'layer4\.3\.conv1\.weight'"):
+        load(extra)
+    with pytest.raises(ValueError, match=r"'layer2\.1\.se\.weight'"):
+        load({**backbone_state, "layer2.1.se.weight": np.zeros((4, 4, 1, 1), np.float32)})
+    wrong = {**backbone_state, "layer2.1.conv5.weight": np.zeros((512, 16, 1, 1), np.float32)}
+    with pytest.raises(ValueError, match=r"'layer2\.1\.conv5\.weight' \(params/layer2_1/conv5/kernel\) "
+                                         r"has shape \(512, 16, 1, 1\) in the file but senet50 "
+                                         r"expects \(512, 32, 1, 1\)"):
+        load(wrong)
+    with pytest.raises(ValueError, match=r"unknown VGGFace2 arch 'senet101'.*'resnet50', 'senet50'"):
+        load_vggface2(tmp_path / "bad.pkl", "senet101")
