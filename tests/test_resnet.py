@@ -13,26 +13,7 @@ import torch
 from merjax.models import ResNet, ResNet50, vggface2_preprocess
 from merjax.weights.state_dict import load_vggface2_pickle, resnet_variables_from_state_dict
 from tests import torch_reference as ref
-
-
-def _close(actual, expected, rtol: float = 1e-4) -> None:
-    """Elementwise within rtol of the reference's scale (random nets make some values ~0)."""
-    expected = np.asarray(expected)
-    np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol,
-                               atol=rtol * np.abs(expected).max())
-
-
-def _nhwc(t: torch.Tensor) -> np.ndarray:
-    t = t.detach()
-    return (t.permute(0, 2, 3, 1) if t.ndim == 4 else t).numpy()
-
-
-def _frames(shape, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-
-
-def _shapes(tree):
-    return jax.tree_util.tree_map(lambda a: (tuple(a.shape), jnp.dtype(a.dtype)), tree)
+from tests.parity import assert_close, random_frames, to_nhwc, variable_shapes
 
 
 def test_vggface2_preprocess_known_pixel():
@@ -48,11 +29,11 @@ def test_vggface2_preprocess_known_pixel():
 def test_small_resnet_matches_torch_in_eval(height, width):
     torch_model = ref.randomize_(ref.ResNet((2, 1, 1, 1), width=8, num_classes=5)).eval()
     model = ResNet(stage_sizes=(2, 1, 1, 1), width=8, num_classes=5)
-    frames = _frames((2, height, width, 3))
+    frames = random_frames((2, height, width, 3))
     variables = resnet_variables_from_state_dict(torch_model.state_dict())
     template = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                               jnp.zeros((1, height, width, 3)))
-    assert _shapes(variables) == _shapes(template)
+    assert variable_shapes(variables) == variable_shapes(template)
 
     logits, endpoints = jax.jit(lambda v, x: model.apply(v, x, train=False))(
         variables, vggface2_preprocess(frames))
@@ -60,9 +41,9 @@ def test_small_resnet_matches_torch_in_eval(height, width):
         expected = torch_model.endpoints(ref.preprocess(torch.from_numpy(frames)))
     assert list(model.endpoint_names) == list(expected) and set(endpoints) == set(expected)
     for name, value in expected.items():
-        assert endpoints[name].shape == _nhwc(value).shape, name
-        _close(endpoints[name], _nhwc(value))
-    _close(logits, expected["logits"].numpy())
+        assert endpoints[name].shape == to_nhwc(value).shape, name
+        assert_close(endpoints[name], to_nhwc(value))
+    assert_close(logits, expected["logits"].numpy())
 
 
 def test_maxpool_uses_ceil_mode():
@@ -78,14 +59,14 @@ def test_maxpool_uses_ceil_mode():
 def test_resnet50_matches_torch():
     torch_model = ref.randomize_(ref.ResNet((3, 4, 6, 3), width=64, num_classes=7), seed=1).eval()
     model = ResNet50(num_classes=7)
-    frames = _frames((1, 64, 64, 3), seed=1)
+    frames = random_frames((1, 64, 64, 3), seed=1)
     variables = resnet_variables_from_state_dict(torch_model.state_dict())
     logits, endpoints = jax.jit(lambda v, x: model.apply(v, x, train=False))(
         variables, vggface2_preprocess(frames))
     with torch.no_grad():
         expected = torch_model.endpoints(ref.preprocess(torch.from_numpy(frames)))
-    _close(endpoints["pooled"], expected["pooled"].numpy())
-    _close(logits, expected["logits"].numpy())
+    assert_close(endpoints["pooled"], expected["pooled"].numpy())
+    assert_close(logits, expected["logits"].numpy())
 
 
 def test_resnet50_endpoint_shapes():
@@ -106,7 +87,7 @@ def test_resnet50_endpoint_shapes():
 
 def test_start_at_and_stop_at_compose_to_the_full_forward():
     model = ResNet(stage_sizes=(1, 1), width=4, num_classes=3)
-    x = vggface2_preprocess(_frames((2, 24, 24, 3)))
+    x = vggface2_preprocess(random_frames((2, 24, 24, 3)))
     variables = resnet_variables_from_state_dict(
         ref.randomize_(ref.ResNet((1, 1), width=4, num_classes=3)).state_dict())
     full, _ = model.apply(variables, x, train=False)
@@ -124,7 +105,7 @@ def test_start_at_and_stop_at_compose_to_the_full_forward():
 def test_train_mode_batchnorm_and_gradients_match_torch():
     torch_model = ref.randomize_(ref.ResNet((2, 1), width=8, num_classes=4), seed=2).train()
     model = ResNet(stage_sizes=(2, 1), width=8, num_classes=4)
-    frames = _frames((3, 30, 30, 3), seed=2)
+    frames = random_frames((3, 30, 30, 3), seed=2)
     weights = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
     variables = resnet_variables_from_state_dict(torch_model.state_dict())
 
@@ -138,14 +119,14 @@ def test_train_mode_batchnorm_and_gradients_match_torch():
     torch_logits = torch_model(ref.preprocess(torch.from_numpy(frames)))
     (torch_logits * torch.from_numpy(weights)).sum().backward()
 
-    _close(logits, torch_logits.detach().numpy())
+    assert_close(logits, torch_logits.detach().numpy())
     expected = resnet_variables_from_state_dict(torch_model.state_dict())["batch_stats"]
-    jax.tree_util.tree_map(lambda a, b: _close(a, b, rtol=1e-5), batch_stats, expected)
-    _close(grads["conv1"]["kernel"], torch_model.conv1.weight.grad.numpy().transpose(2, 3, 1, 0),
+    jax.tree_util.tree_map(lambda a, b: assert_close(a, b, rtol=1e-5), batch_stats, expected)
+    assert_close(grads["conv1"]["kernel"], torch_model.conv1.weight.grad.numpy().transpose(2, 3, 1, 0),
            rtol=1e-3)
-    _close(grads["layer1_1"]["bn2"]["scale"], torch_model.layer1[1].bn2.weight.grad.numpy(),
+    assert_close(grads["layer1_1"]["bn2"]["scale"], torch_model.layer1[1].bn2.weight.grad.numpy(),
            rtol=1e-3)
-    _close(grads["fc"]["kernel"], torch_model.fc.weight.grad.numpy().T, rtol=1e-4)
+    assert_close(grads["fc"]["kernel"], torch_model.fc.weight.grad.numpy().T, rtol=1e-4)
 
 
 def test_state_dict_import_options(tmp_path):
@@ -159,7 +140,7 @@ def test_state_dict_import_options(tmp_path):
     template = jax.eval_shape(
         lambda x: ResNet(stage_sizes=(1,), width=4).init(jax.random.key(0), x, train=False),
         jnp.zeros((1, 16, 16, 3)))
-    assert _shapes(backbone) == _shapes(template)
+    assert variable_shapes(backbone) == variable_shapes(template)
     with pytest.raises(ValueError, match="layer1.0.se.weight"):
         resnet_variables_from_state_dict({**loaded, "layer1.0.se.weight": np.zeros(3)})
 

@@ -14,28 +14,9 @@ import torch
 from merjax.models import ResNet, SENet50, vggface2_preprocess
 from merjax.weights import load_vggface2, resnet_variables_from_state_dict
 from tests import torch_reference as ref
+from tests.parity import assert_close, random_frames, to_nhwc, variable_shapes
 
 SE_KEY = re.compile(r"layer\d+\.\d+\.conv[45]\.")
-
-
-def _close(actual, expected, rtol: float = 1e-4) -> None:
-    """Elementwise within rtol of the reference's scale (random nets make some values ~0)."""
-    expected = np.asarray(expected)
-    np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol,
-                               atol=rtol * np.abs(expected).max())
-
-
-def _nhwc(t: torch.Tensor) -> np.ndarray:
-    t = t.detach()
-    return (t.permute(0, 2, 3, 1) if t.ndim == 4 else t).numpy()
-
-
-def _frames(shape, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-
-
-def _shapes(tree):
-    return jax.tree_util.tree_map(lambda a: (tuple(a.shape), jnp.dtype(a.dtype)), tree)
 
 
 def _save(state: dict[str, np.ndarray], path) -> str:
@@ -67,11 +48,11 @@ def test_small_senet_matches_torch_in_eval(height, width):
     torch_model = ref.randomize_(
         ref.ResNet((2, 1, 1, 1), width=8, num_classes=5, se_reduction=16), seed=3).eval()
     model = ResNet(stage_sizes=(2, 1, 1, 1), width=8, num_classes=5, se_reduction=16)
-    frames = _frames((2, height, width, 3))
+    frames = random_frames((2, height, width, 3))
     variables = resnet_variables_from_state_dict(torch_model.state_dict())
     template = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                               jnp.zeros((1, height, width, 3)))
-    assert _shapes(variables) == _shapes(template)
+    assert variable_shapes(variables) == variable_shapes(template)
     assert variables["params"]["layer1_0"]["conv4"]["kernel"].shape == (1, 1, 32, 2)
     assert variables["params"]["layer4_0"]["conv5"]["bias"].shape == (256,)
 
@@ -81,20 +62,20 @@ def test_small_senet_matches_torch_in_eval(height, width):
         expected = torch_model.endpoints(ref.preprocess(torch.from_numpy(frames)))
     assert set(endpoints) == set(expected)
     for name, value in expected.items():
-        _close(endpoints[name], _nhwc(value))
-    _close(logits, expected["logits"].numpy())
+        assert_close(endpoints[name], to_nhwc(value))
+    assert_close(logits, expected["logits"].numpy())
 
 
 def test_load_vggface2_senet50_matches_torch(senet50_torch, senet50_state, backbone_state, tmp_path):
     assert sum(v.size for v in senet50_state.values()) > 25_000_000
     variables = load_vggface2(_save(senet50_state, tmp_path / "senet50_ft_weight.pkl"), "senet50")
-    frames = _frames((1, 64, 64, 3), seed=5)
+    frames = random_frames((1, 64, 64, 3), seed=5)
     logits, endpoints = jax.jit(lambda v, x: SENet50(num_classes=8631).apply(v, x, train=False))(
         variables, vggface2_preprocess(frames))
     with torch.no_grad():
         expected = senet50_torch.endpoints(ref.preprocess(torch.from_numpy(frames)))
-    _close(endpoints["pooled"], expected["pooled"].numpy())
-    _close(logits, expected["logits"].numpy())
+    assert_close(endpoints["pooled"], expected["pooled"].numpy())
+    assert_close(logits, expected["logits"].numpy())
 
     # The backbone alone: from the same file (fc dropped) or from a file without fc.
     for state in (senet50_state, backbone_state):
