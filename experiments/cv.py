@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from typing import Any
 
 import jax
@@ -25,9 +26,10 @@ from experiments import report
 from merjax.data import augment, pipeline, protocols
 from merjax.data.pipeline import ClipSet
 from merjax.models import create_model
-from merjax.train import evaluate, losses, metrics, optim, sharding, steps
+from merjax.train import evaluate, losses, metrics, optim, prefix_cache, sharding, steps
 from merjax.train.loop import fit
 from merjax.train.state import create_train_state, init_variables
+from merjax.weights.backbone import with_vggface2_backbone
 
 
 def make_folds(config: ml_collections.ConfigDict, clip_set: ClipSet) -> list[protocols.Fold]:
@@ -106,6 +108,9 @@ class Compiled:
     All folds start from the same initial variables (as fine-tuning from
     published weights would); optimisers are reused for equal epoch lengths
     (equal with class balancing), so the jitted steps see one state structure.
+    With a frozen, cached prefix (``train.freeze_until``, ``train.cache_prefix``)
+    ``model`` is the trainable suffix and ``inputs`` holds the cached features the
+    steps consume; otherwise ``inputs`` is the clip set itself.
     """
 
     model: Any
@@ -113,11 +118,15 @@ class Compiled:
     mesh: Any
     train_step: Any
     eval_step: Any
+    inputs: ClipSet
+    cache: prefix_cache.PrefixCache | None = None
+    frozen: Any = None
+    frozen_prefix: dict[str, Any] | None = None   # what was frozen and cached, for the report
     optimizers: dict[int, Any] = dataclasses.field(default_factory=dict)
 
     def optimizer(self, train_config: ml_collections.ConfigDict, steps_per_epoch: int):
         if steps_per_epoch not in self.optimizers:
-            self.optimizers[steps_per_epoch] = optim.make_optimizer(train_config, steps_per_epoch)
+            self.optimizers[steps_per_epoch] = optim.make_optimizer(train_config, steps_per_epoch, self.frozen)
         return self.optimizers[steps_per_epoch]
 
 
@@ -130,15 +139,45 @@ def example_batch(config: ml_collections.ConfigDict, clip_set: ClipSet) -> dict[
             "mask": np.ones((batch, config.data.window), bool)}
 
 
-def compile_run(config: ml_collections.ConfigDict, clip_set: ClipSet) -> Compiled:
+def initial_variables(config: ml_collections.ConfigDict, model: Any, clip_set: ClipSet) -> Any:
+    """Random initial variables, with the backbone from ``model.weights`` when a file is given."""
+    variables = init_variables(model, example_batch(config, clip_set), jax.random.key(config.seed))
+    if config.model.weights:
+        variables = with_vggface2_backbone(variables, config.model.weights,
+                                           se=bool(config.model.backbone.get("se_reduction", 0)))
+    return variables
+
+
+def compile_run(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: str | None = None) -> Compiled:
+    """The model, initial variables, jitted steps and (with a frozen prefix) the feature cache of a run."""
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.train.batch_size, mesh)
     sharding.check_batch_size(config.train.eval_batch_size, mesh)
-    model = create_model(config.model, clip_set.num_classes)
-    variables = init_variables(model, example_batch(config, clip_set), jax.random.key(config.seed))
-    return Compiled(model=model, variables=variables, mesh=mesh,
-                    train_step=sharding.jit_train_step(steps.train_step, mesh),
-                    eval_step=sharding.jit_eval_step(steps.eval_step, mesh))
+    freeze_until = config.train.freeze_until or None
+    model = create_model(config.model, clip_set.num_classes, frozen_until=freeze_until)
+    variables = initial_variables(config, model, clip_set)
+    compiled = Compiled(model=model, variables=variables, mesh=mesh,
+                        train_step=sharding.jit_train_step(steps.train_step, mesh),
+                        eval_step=sharding.jit_eval_step(steps.eval_step, mesh), inputs=clip_set)
+    if freeze_until is None:
+        return compiled
+    compiled.frozen = optim.frozen_mask(variables["params"], freeze_until, model.backbone.endpoint_names)
+    compiled.frozen_prefix = {"freeze_until": freeze_until, "cached": bool(config.train.cache_prefix)}
+    if config.train.cache_prefix:
+        started = time.perf_counter()
+        compiled.cache = prefix_cache.build_prefix_cache(
+            model.backbone, {k: v["backbone"] for k, v in variables.items()}, clip_set, freeze_until,
+            batch_size=config.train.eval_batch_size * (1 if config.model.kind == "frame" else 8),
+            variants=config.train.cache_variants,
+            augmentation=pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation),
+            seed=config.seed, dtype=np.dtype(config.train.cache_dtype),
+            max_memory_bytes=int(config.train.cache_memory_gb * 2**30),
+            directory=os.path.join(workdir, "prefix_cache") if workdir else None, progress=tqdm)
+        compiled.model = create_model(config.model, clip_set.num_classes, frozen_until=freeze_until,
+                                      input_endpoint=freeze_until)
+        compiled.inputs = compiled.cache.clip_set
+        compiled.frozen_prefix.update(compiled.cache.describe(), build_seconds=round(time.perf_counter() - started, 2))
+    return compiled
 
 
 def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protocols.Fold, fold_index: int,
@@ -152,7 +191,8 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
     seed = int(np.random.SeedSequence([config.seed, fold_index]).generate_state(1)[0])
     samples, sample_record = training_samples(config, clip_set, fold.train, seed)
     window = config.data.window if config.model.kind == "clip" else None
-    augmentation = pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation)
+    inputs, cache = compiled.inputs, compiled.cache
+    augmentation = None if cache else pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation)
     class_weights = None
     if config.train.class_weights:
         counts = augment.per_class_counts(pipeline.sample_labels(clip_set, samples), clip_set.num_classes)
@@ -160,9 +200,10 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
         sample_record["class_weights"] = dict(zip(clip_set.class_names, np.round(class_weights, 4).tolist()))
 
     def batches(epoch: int):
-        return pipeline.train_batches(clip_set, samples, batch_size=config.train.batch_size, seed=seed,
+        return pipeline.train_batches(inputs, samples, batch_size=config.train.batch_size, seed=seed,
                                       epoch=epoch, window_size=window, augmentation=augmentation,
-                                      class_weights=class_weights, num_threads=config.data.num_threads)
+                                      class_weights=class_weights, num_threads=config.data.num_threads,
+                                      variants=cache.variants if cache else None)
 
     steps_per_epoch = len(samples) // config.train.batch_size
     state = create_train_state(compiled.model, compiled.variables,
@@ -172,7 +213,7 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
     max_length = pipeline.eval_length(clip_set)
 
     def validate(state) -> dict[str, float]:
-        prediction = predict_clips(eval_step, state, config, clip_set, fold.val, mesh, max_length)
+        prediction = predict_clips(eval_step, state, config, inputs, fold.val, mesh, max_length)
         scores = metrics.classification_metrics(prediction["labels"], prediction["predictions"],
                                                 clip_set.num_classes)
         return {"loss": prediction["loss"], "accuracy": scores["accuracy"], "uf1": scores["uf1"],
@@ -190,7 +231,7 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
         progress=tqdm,
         description=fold.name,
     )
-    test = predict_clips(eval_step, fitted.state, config, clip_set, fold.test, mesh, max_length)
+    test = predict_clips(eval_step, fitted.state, config, inputs, fold.test, mesh, max_length)
     result = {
         "name": fold.name,
         "train_subjects": sorted(set(clip_set.subjects[fold.train].tolist())),
@@ -201,6 +242,7 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
         "history": fitted.history,
         "selected_epoch": fitted.selected_epoch,
         "resumed_from_epoch": fitted.resumed_from,
+        "frozen_prefix": compiled.frozen_prefix,
         "test": test,
     }
     with open(result_file, "w") as f:
@@ -216,7 +258,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     dataset_dir = ensure_built(config.data.name, config.data.data_dir, config.data.manual_dir or None)
     clip_set = pipeline.load_clips(dataset_dir, config.data.image_size, progress=tqdm)
     folds = make_folds(config, clip_set)
-    compiled = compile_run(config, clip_set)
+    compiled = compile_run(config, clip_set, workdir)
     results = [run_fold(config, clip_set, fold, i, compiled, workdir) for i, fold in enumerate(folds)]
     summary = report.summarize(config, clip_set, results)
     report.write(workdir, summary, results, clip_set.class_names)

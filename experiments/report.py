@@ -41,6 +41,8 @@ def summarize(config: ml_collections.ConfigDict, clip_set: ClipSet, results: Seq
             for fold_metrics, r in zip(pooled["per_fold"], results)
         ],
     }
+    if results and results[0].get("frozen_prefix"):
+        summary["frozen_prefix"] = results[0]["frozen_prefix"]
     if config.model.kind == "frame":
         frame_level = metrics.pool_folds(
             [(r["test"]["frame_labels"], r["test"]["frame_predictions"]) for r in results],
@@ -69,6 +71,13 @@ def markdown(summary: dict[str, Any]) -> str:
         frame = summary["frame_level"]
         lines += ["", f"Frame level (every test frame a sample): accuracy {frame['accuracy']:.4f}, "
                       f"UF1 {frame['uf1']:.4f}, UAR {frame['uar']:.4f} over {frame['num_samples']} frames."]
+    if summary.get("frozen_prefix"):
+        prefix = summary["frozen_prefix"]
+        line = f"Backbone frozen up to `{prefix['freeze_until']}`"
+        if prefix["cached"]:
+            line += (f"; its output cached once ({prefix['variants']} versions per clip, {prefix['dtype']}, "
+                     f"{prefix['megabytes']} MiB in {prefix['location']}, {prefix['build_seconds']} s)")
+        lines += ["", line + "."]
     lines += ["", "Training samples per class (per fold):", ""]
     for fold in summary["folds"]:
         samples = fold["training_samples"]

@@ -7,11 +7,16 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
+from flax.traverse_util import flatten_dict
 
 from experiments import cv
 from experiments.configs import smic_bilstm, smic_vggface2
+from merjax.data import pipeline
+from merjax.train.checkpoint import Checkpointer
+from merjax.train.state import create_train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,3 +91,34 @@ def test_unknown_preset_and_protocol_are_named():
     config.protocol.kind = "leave_some_out"
     with pytest.raises(ValueError, match="leave_some_out"):
         cv.make_folds(config, type("C", (), {"num_classes": 3, "subjects": [], "labels": []})())
+
+
+@pytest.mark.slow
+def test_smoke_with_frozen_cached_prefix_keeps_the_prefix(tmp_path, tiny_data_dir):
+    """A run with ``train.freeze_until``: the prefix is cached once and its weights end as they began."""
+    config = smic_bilstm.get_config("smoke")
+    config.data.data_dir = tiny_data_dir
+    config.train.freeze_until = "layer2"
+    config.train.cache_variants = 2
+    workdir = str(tmp_path / "frozen")
+    summary = cv.run(config, workdir)
+    _check_summary(summary, workdir)
+    prefix = summary["frozen_prefix"]
+    assert prefix["freeze_until"] == "layer2" and prefix["cached"] and prefix["variants"] == 2
+    assert prefix["location"] == "memory" and prefix["dtype"] == "float16"
+    assert "Backbone frozen up to `layer2`" in open(os.path.join(workdir, "summary.md")).read()
+
+    clip_set = pipeline.load_clips(cv.ensure_built(config.data.name, tiny_data_dir), config.data.image_size)
+    compiled = cv.compile_run(config, clip_set)
+    fold = summary["folds"][0]["name"]
+    result = json.load(open(os.path.join(workdir, fold, "result.json")))
+    template = create_train_state(compiled.model, compiled.variables,
+                                  compiled.optimizer(config.train, result["steps_per_epoch"]), jax.random.key(0))
+    final, _, _ = Checkpointer(os.path.join(workdir, fold, "checkpoints")).restore(template)
+    initial, trained = flatten_dict(compiled.variables["params"]), flatten_dict(final.params)
+    for path, value in trained.items():
+        module = path[1] if path[0] == "backbone" else ""
+        if module in ("conv1", "bn1") or module.startswith(("layer1_", "layer2_")):
+            np.testing.assert_array_equal(value, initial[path], err_msg=str(path))
+        elif path[-1] == "kernel":
+            assert not np.allclose(value, initial[path]), path

@@ -43,9 +43,11 @@ def base() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.kind = "clip"
     config.model.dtype = "float32"
+    config.model.weights = ""                          # VGGFace2 resnet50_ft/senet50_ft .pkl or Keras .h5
     config.model.backbone = ml_collections.ConfigDict()
     config.model.backbone.stage_sizes = (3, 4, 6, 3)   # ResNet-50
     config.model.backbone.width = 64                   # 64 = ResNet-50 as published
+    config.model.backbone.se_reduction = 0             # 16 = SE-ResNet-50 (senet50_ft weights)
     config.model.temporal = ml_collections.ConfigDict()
     config.model.temporal.kind = "bilstm"
     config.model.temporal.hidden = 256
@@ -71,6 +73,13 @@ def base() -> ml_collections.ConfigDict:
     config.train.grad_clip = 0.0            # global-norm clipping, 0 = off
     config.train.class_weights = True       # inverse class frequency of the training samples
     config.train.select = ""                # '' = last epoch; 'uf1'/'uar'/'accuracy' = best on validation
+    # Seed 001 retrains from l_s and freezes the layers before it: the backbone endpoint
+    # just before l_s ('conv1', 'pool1', 'layer1'..'layer4', 'pooled'); '' trains everything.
+    config.train.freeze_until = ""
+    config.train.cache_prefix = True        # compute the frozen prefix once per frame, train the suffix only
+    config.train.cache_variants = 4         # cached versions per clip: the clip + 3 fixed random flips/rotations
+    config.train.cache_dtype = "float16"
+    config.train.cache_memory_gb = 4.0      # larger caches go to memory-mapped files in the workdir
     return config
 
 

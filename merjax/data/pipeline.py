@@ -42,6 +42,7 @@ class ClipSet:
     subjects: np.ndarray            # [num_clips] str
     clip_ids: np.ndarray            # [num_clips] str
     fps: np.ndarray                 # [num_clips] float32
+    apexes: np.ndarray              # [num_clips] int32 apex frame index, -1 where unknown
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -86,7 +87,7 @@ def load_clips(dataset_dir: str, image_size: int, split: str = "train",
     if split not in builder.info.splits:
         raise KeyError(f"{dataset_dir!r} has no split {split!r}; it has {list(builder.info.splits)}")
     source = builder.as_data_source(split=split)
-    frames, landmarks, labels, subjects, clip_ids, fps = [], [], [], [], [], []
+    frames, landmarks, labels, subjects, clip_ids, fps, apexes = [], [], [], [], [], [], []
     for index in progress(range(len(source)), desc=f"loading {builder.info.full_name}", leave=False):
         try:
             example = source[index]
@@ -101,6 +102,7 @@ def load_clips(dataset_dir: str, image_size: int, split: str = "train",
         subjects.append(schema.decode_text(example["subject"]))
         clip_ids.append(schema.decode_text(example["clip"]))
         fps.append(float(example["fps"]))
+        apexes.append(int(example["apex"]))
     return ClipSet(
         name=builder.info.full_name,
         class_names=tuple(builder.info.features["label"].names),
@@ -110,6 +112,7 @@ def load_clips(dataset_dir: str, image_size: int, split: str = "train",
         subjects=np.asarray(subjects),
         clip_ids=np.asarray(clip_ids),
         fps=np.asarray(fps, np.float32),
+        apexes=np.asarray(apexes, np.int32),
     )
 
 
@@ -164,15 +167,21 @@ class SampleLoader:
     """Turns one (clip, start) row into an example dict; a grain random map.
 
     With ``class_weights`` each example carries ``sample_weight`` =
-    class_weights[label], which the loss uses (weighted cross-entropy).
+    class_weights[label], which the loss uses (weighted cross-entropy). With
+    ``variants`` (per clip [K,T,...], e.g. cached prefix features of K augmented
+    versions) each example reads one version drawn at random instead of
+    ``clip_set.frames``.
     """
 
     def __init__(self, clip_set: ClipSet, window_size: int | None, augmentation: Augmentation | None,
-                 class_weights: np.ndarray | None = None):
+                 class_weights: np.ndarray | None = None, variants: list[np.ndarray] | None = None):
+        if variants is not None and augmentation is not None:
+            raise ValueError("precomputed variants replace augmentation; pass one or the other")
         self._clip_set = clip_set
         self._window_size = window_size
         self._augmentation = augmentation
         self._class_weights = class_weights
+        self._variants = variants
 
     def __call__(self, row: np.ndarray, rng: np.random.Generator) -> Batch:
         example = self._load(row, rng)
@@ -180,12 +189,18 @@ class SampleLoader:
             example["sample_weight"] = np.float32(self._class_weights[example["label"]])
         return example
 
+    def _clip_frames(self, clip: int, rng: np.random.Generator) -> np.ndarray:
+        if self._variants is None:
+            return self._clip_set.frames[clip]
+        versions = self._variants[clip]
+        return versions[rng.integers(len(versions))]
+
     def _load(self, row: np.ndarray, rng: np.random.Generator) -> Batch:
         clip, start = int(row[0]), int(row[1])
-        frames = self._clip_set.frames[clip]
+        frames = self._clip_frames(clip, rng)
         label = np.int32(self._clip_set.labels[clip])
         if self._window_size is None:
-            image = frames[start]
+            image = np.asarray(frames[start])
             if self._augmentation is not None:
                 image = self._augmentation(image[None], rng)[0]
             return {"frames": image, "label": label}
@@ -213,7 +228,8 @@ def local_rows(global_batch_size: int) -> range:
 
 def train_batches(clip_set: ClipSet, samples: np.ndarray, *, batch_size: int, seed: int, epoch: int,
                   window_size: int | None, augmentation: Augmentation | None,
-                  class_weights: np.ndarray | None = None, num_threads: int = 2) -> grain.IterDataset:
+                  class_weights: np.ndarray | None = None, variants: list[np.ndarray] | None = None,
+                  num_threads: int = 2) -> grain.IterDataset:
     """One epoch of shuffled, augmented training batches (the last partial batch is dropped).
 
     Args:
@@ -221,12 +237,13 @@ def train_batches(clip_set: ClipSet, samples: np.ndarray, *, batch_size: int, se
       batch_size: the global batch size.
       window_size: frames per window, or None for single-frame samples.
       class_weights: optional [C] weights, put in each example's ``sample_weight``.
+      variants: optional per-clip versions [K,T,...] to draw from (see ``SampleLoader``).
     """
     if len(samples) < batch_size:
         raise ValueError(f"only {len(samples)} training samples for a batch of {batch_size}")
     loaded = (grain.MapDataset.source(samples)
               .shuffle(seed=epoch_seed(seed, epoch))
-              .random_map(SampleLoader(clip_set, window_size, augmentation, class_weights),
+              .random_map(SampleLoader(clip_set, window_size, augmentation, class_weights, variants),
                           seed=epoch_seed(seed + 1, epoch)))
     rows = local_rows(batch_size)
     batches = grain.MapDataset.range(len(samples) // batch_size).map(
@@ -259,7 +276,7 @@ def clip_eval_batches(clip_set: ClipSet, clip_indices: np.ndarray, *, batch_size
         indices[:len(chunk)] = chunk
         example_frames = clip_set.frames[int(clip_indices[0])]
         batch = {
-            "frames": np.zeros((batch_size, max_length, *example_frames.shape[1:]), np.uint8),
+            "frames": np.zeros((batch_size, max_length, *example_frames.shape[1:]), example_frames.dtype),
             "mask": np.zeros((batch_size, max_length), bool),
             "windows": np.zeros((batch_size, num_windows, window_size), np.int32),
             "window_mask": np.zeros((batch_size, num_windows), bool),
@@ -295,7 +312,7 @@ def frame_eval_batches(clip_set: ClipSet, clip_indices: np.ndarray, *,
         indices[:len(chunk)] = chunk[:, 0]
         first = clip_set.frames[int(chunk[0, 0])]
         batch = {
-            "frames": np.zeros((batch_size, *first.shape[1:]), np.uint8),
+            "frames": np.zeros((batch_size, *first.shape[1:]), first.dtype),
             "label": np.zeros(batch_size, np.int32),
             "sample_weight": np.zeros(batch_size, np.float32),
         }

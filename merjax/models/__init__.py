@@ -11,6 +11,7 @@ from merjax.models.resnet import (
     ResNet,
     ResNet50,
     SENet50,
+    endpoint_of_module,
     vggface2_preprocess,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "ResNet50",
     "SENet50",
     "create_model",
+    "endpoint_of_module",
     "vggface2_preprocess",
 ]

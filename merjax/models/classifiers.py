@@ -5,7 +5,11 @@
   LSTM / BiLSTM -> head -> logits.
 
 Both take RGB frames in [0, 255] (uint8 or float) and apply
-``vggface2_preprocess`` themselves. The backbone is a ``ResNet`` without ``fc``
+``vggface2_preprocess`` themselves. With ``input_endpoint=E`` they take instead
+the backbone's output at endpoint E (e.g. ``layer2``, [B,h,w,c] per frame) and
+run only the rest: the trainable suffix behind a frozen, cached prefix, or the
+part of the network Grad-CAM differentiates. ``backbone_features`` computes that
+input from frames, with BatchNorm on running statistics. The backbone is a ``ResNet`` without ``fc``
 (it returns ``(features, endpoints)``); its features are cast to float32 so the
 recurrence and head run in float32 whatever the backbone's dtype.
 
@@ -31,30 +35,56 @@ import jax.numpy as jnp
 from merjax.models.resnet import vggface2_preprocess
 
 
+def _run_backbone(backbone: nn.Module, inputs: jax.Array, input_endpoint: str | None, *,
+                  train: bool) -> jax.Array:
+    """Pooled features of frames, or of endpoint tensors when ``input_endpoint`` is set."""
+    if input_endpoint is None:
+        feats, _ = backbone(vggface2_preprocess(inputs), train=train)
+    else:
+        feats, _ = backbone(inputs, train=train, start_at=input_endpoint)
+    return feats.astype(jnp.float32)
+
+
 class FrameClassifier(nn.Module):
-    """Frames [B,H,W,3] -> logits [B,C]."""
+    """Frames [B,H,W,3] (or endpoint tensors, see ``input_endpoint``) -> logits [B,C]."""
 
     backbone: nn.Module
     head: nn.Module
+    input_endpoint: str | None = None
+
+    def backbone_features(self, frames: jax.Array, endpoint: str) -> jax.Array:
+        """Frames [B,H,W,3] -> the backbone's ``endpoint`` output [B,...], BatchNorm on running statistics."""
+        feats, _ = self.backbone(vggface2_preprocess(frames), train=False, stop_at=endpoint)
+        return feats
 
     def __call__(self, frames: jax.Array, *, train: bool) -> jax.Array:
-        feats, _ = self.backbone(vggface2_preprocess(frames), train=train)
-        return self.head(feats.astype(jnp.float32), train=train)
+        feats = _run_backbone(self.backbone, frames, self.input_endpoint, train=train)
+        return self.head(feats, train=train)
 
 
 class ClipClassifier(nn.Module):
-    """Clips [B,T,H,W,3] with a [B,T] validity mask -> logits [B,C] (or [B,W,C] per window)."""
+    """Clips [B,T,H,W,3] with a [B,T] validity mask -> logits [B,C] (or [B,W,C] per window).
+
+    With ``input_endpoint`` set, ``frames`` holds the backbone's endpoint output
+    of every frame, [B,T,...], instead of pixels.
+    """
 
     backbone: nn.Module
     temporal: nn.Module
     head: nn.Module
+    input_endpoint: str | None = None
+
+    def backbone_features(self, frames: jax.Array, endpoint: str) -> jax.Array:
+        """Frames [B,T,H,W,3] -> the backbone's ``endpoint`` output per frame [B,T,...]."""
+        flat = einops.rearrange(frames, "b t h w c -> (b t) h w c")
+        feats, _ = self.backbone(vggface2_preprocess(flat), train=False, stop_at=endpoint)
+        return feats.reshape(frames.shape[:2] + feats.shape[1:])
 
     def encode(self, frames: jax.Array, *, train: bool) -> jax.Array:
-        """Frames [B,T,H,W,3] -> per-frame features [B,T,D], one backbone call on B*T frames."""
-        batch = frames.shape[0]
-        flat = einops.rearrange(frames, "b t h w c -> (b t) h w c")
-        feats, _ = self.backbone(vggface2_preprocess(flat), train=train)
-        return einops.rearrange(feats.astype(jnp.float32), "(b t) d -> b t d", b=batch)
+        """Frames [B,T,...] -> per-frame features [B,T,D], one backbone call on B*T frames."""
+        flat = frames.reshape((-1,) + frames.shape[2:])
+        feats = _run_backbone(self.backbone, flat, self.input_endpoint, train=train)
+        return feats.reshape(frames.shape[:2] + feats.shape[1:])
 
     def classify_features(self, feats: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
         """Features [B,T,D] and left-aligned mask [B,T] -> logits [B,C]."""

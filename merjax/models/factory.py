@@ -4,7 +4,8 @@ Config keys (an ``ml_collections.ConfigDict`` or nested mappings):
 
 * ``kind``: ``'frame'`` (Exp-I, ``FrameClassifier``) or ``'clip'`` (Exp-II/III,
   ``ClipClassifier``);
-* ``backbone.stage_sizes`` (e.g. ``(3, 4, 6, 3)`` for ResNet-50), ``backbone.width``;
+* ``backbone.stage_sizes`` (e.g. ``(3, 4, 6, 3)`` for ResNet-50), ``backbone.width``,
+  ``backbone.se_reduction`` (0: ResNet; 16: the VGGFace2 SE-ResNet-50, optional key);
 * ``temporal.kind`` (``'lstm'`` | ``'bilstm'``), ``temporal.hidden``,
   ``temporal.layers`` (lstm only), ``temporal.dropout`` (lstm between layers;
   clip only);
@@ -44,14 +45,23 @@ def _temporal(config: Mapping[str, Any]) -> nn.Module:
     return BiLSTM(hidden_size=int(config["hidden"]))
 
 
-def create_model(config: Mapping[str, Any], num_classes: int) -> nn.Module:
-    """Returns an un-initialised ``FrameClassifier`` or ``ClipClassifier``."""
+def create_model(config: Mapping[str, Any], num_classes: int, *, frozen_until: str | None = None,
+                 input_endpoint: str | None = None) -> nn.Module:
+    """Returns an un-initialised ``FrameClassifier`` or ``ClipClassifier``.
+
+    ``frozen_until`` freezes the backbone up to that endpoint (``ResNet.frozen_until``);
+    ``input_endpoint`` makes the model take that endpoint's tensor instead of frames
+    (the suffix behind a cached prefix). Every variant has the same variables.
+    """
     kind = _choice(config["kind"], MODEL_KINDS, "model kind")
     dtype = DTYPES[_choice(config["dtype"], DTYPES, "dtype")]
     backbone = ResNet(stage_sizes=tuple(config["backbone"]["stage_sizes"]),
-                      width=int(config["backbone"]["width"]), dtype=dtype)
+                      width=int(config["backbone"]["width"]),
+                      se_reduction=int(config["backbone"].get("se_reduction", 0)) or None,
+                      frozen_until=frozen_until, dtype=dtype)
     head = MLPHead(num_classes=num_classes, hidden_sizes=tuple(config["head"]["hidden"]),
                    dropout=float(config["head"]["dropout"]))
     if kind == "frame":
-        return FrameClassifier(backbone=backbone, head=head)
-    return ClipClassifier(backbone=backbone, temporal=_temporal(config["temporal"]), head=head)
+        return FrameClassifier(backbone=backbone, head=head, input_endpoint=input_endpoint)
+    return ClipClassifier(backbone=backbone, temporal=_temporal(config["temporal"]), head=head,
+                          input_endpoint=input_endpoint)

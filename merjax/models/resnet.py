@@ -34,6 +34,7 @@ endpoint.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -157,12 +158,19 @@ class ResNet(nn.Module):
     every computed stage name in ``endpoint_names`` to its output. ``start_at=E``
     takes ``x`` to be endpoint E's tensor and runs the stages after it;
     ``stop_at=E`` stops after E and returns E's tensor as output.
+
+    ``frozen_until=E`` freezes the prefix up to and including E (seed 001 freezes
+    the layers before l_s): those stages run with BatchNorm on running statistics
+    and their output is cut from the gradient, so only later stages learn. The
+    prefix can then be computed once and cached (``stop_at=E``) and the rest run
+    from the cache (``start_at=E``) with the same result.
     """
 
     stage_sizes: Sequence[int] = (3, 4, 6, 3)
     width: int = 64
     num_classes: int | None = None
     se_reduction: int | None = None
+    frozen_until: str | None = None
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
@@ -187,40 +195,61 @@ class ResNet(nn.Module):
         head = ("logits",) if self.num_classes is not None else ()
         return ("conv1", "pool1", *layers, "pooled", *head)
 
-    def _stages(self, train: bool) -> list[tuple[str, Callable[[jax.Array], jax.Array]]]:
-        def stage(blocks: Sequence[Bottleneck]) -> Callable[[jax.Array], jax.Array]:
-            def run(x: jax.Array) -> jax.Array:
+    def _stages(self) -> list[tuple[str, Callable[..., jax.Array]]]:
+        """``(endpoint name, fn(x, train))`` in forward order."""
+        def stage(blocks: Sequence[Bottleneck]) -> Callable[..., jax.Array]:
+            def run(x: jax.Array, train: bool) -> jax.Array:
                 for block in blocks:
                     x = block(x, train=train)
                 return x
             return run
 
         stages = [
-            ("conv1", lambda x: nn.relu(self.bn1(self.conv1(x), train=train))),
-            ("pool1", max_pool_ceil),
+            ("conv1", lambda x, train: nn.relu(self.bn1(self.conv1(x), train=train))),
+            ("pool1", lambda x, train: max_pool_ceil(x)),
         ]
         stages += [(f"layer{s + 1}", stage(getattr(self, f"layer{s + 1}")))
                    for s in range(len(self.stage_sizes))]
-        stages.append(("pooled", lambda x: jnp.mean(x, axis=(1, 2))))
+        stages.append(("pooled", lambda x, train: jnp.mean(x, axis=(1, 2))))
         if self.num_classes is not None:
-            stages.append(("logits", self.fc))
+            stages.append(("logits", lambda x, train: self.fc(x)))
         return stages
 
     def __call__(self, x: jax.Array, *, train: bool, start_at: str | None = None,
                  stop_at: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
         names = self.endpoint_names
-        for endpoint in (start_at, stop_at):
+        for endpoint in (start_at, stop_at, self.frozen_until):
             if endpoint is not None and endpoint not in names:
                 raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {names}")
         first = 0 if start_at is None else names.index(start_at) + 1
         last = len(names) if stop_at is None else names.index(stop_at) + 1
         if first >= last:
             raise ValueError(f"nothing to run from start_at={start_at!r} to stop_at={stop_at!r}")
+        frozen = -1 if self.frozen_until is None else names.index(self.frozen_until)
+        if start_at is not None:
+            x = x.astype(self.dtype)
         endpoints = {} if start_at is None else {start_at: x}
-        for name, run in self._stages(train)[first:last]:
-            x = run(x)
+        for index, (name, run) in enumerate(self._stages()[first:last], start=first):
+            x = run(x, train and index > frozen)
+            if index == frozen:
+                x = jax.lax.stop_gradient(x)
             endpoints[name] = x
         return x, endpoints
+
+
+def endpoint_of_module(name: str) -> str:
+    """The endpoint a top-level ``ResNet`` submodule belongs to (``'layer2_3'`` -> ``'layer2'``).
+
+    Used to freeze every parameter up to an endpoint.
+    """
+    if name in ("conv1", "bn1"):
+        return "conv1"
+    if name == "fc":
+        return "logits"
+    match = re.fullmatch(r"(layer\d+)_\d+", name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a ResNet submodule")
+    return match.group(1)
 
 
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3))

@@ -5,13 +5,21 @@ Config keys (``config.train``): ``optimizer`` ('adam' | 'adamw' | 'sgd'),
 ('constant' | 'cosine' | 'step'), ``warmup_epochs``, ``epochs``,
 ``step_epochs`` and ``step_factor`` (step decay), ``grad_clip`` (global norm,
 0 = off).
+
+``frozen_mask`` / ``make_optimizer(..., frozen=mask)`` keep a frozen backbone
+prefix fixed: its parameters get no updates (``optax.set_to_zero``, so weight
+decay cannot move them either) and no optimiser state.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
+import jax
 import optax
+from flax import traverse_util
+
+from merjax.models.resnet import endpoint_of_module
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
@@ -38,8 +46,34 @@ def learning_rate_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
     return optax.join_schedules([warmup, main], boundaries=[warmup_steps])
 
 
-def make_optimizer(config: Any, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The optimiser of ``config.train`` with its schedule and optional gradient clipping."""
+def frozen_mask(params: Any, frozen_until: str, endpoint_names: Sequence[str]) -> Any:
+    """True for every backbone parameter of a stage up to and including ``frozen_until``.
+
+    ``params`` is a classifier's params tree (``{'backbone': {...}, 'head': ...}``)
+    or a bare ResNet's; ``endpoint_names`` is the backbone's ``endpoint_names``.
+    """
+    if frozen_until not in endpoint_names:
+        raise ValueError(f"unknown endpoint {frozen_until!r} to freeze until; "
+                         f"expected one of {tuple(endpoint_names)}")
+    last_frozen = list(endpoint_names).index(frozen_until)
+    backbone_keys = ("backbone",) if "backbone" in params else ()
+
+    def frozen(path: tuple[str, ...]) -> bool:
+        if path[:len(backbone_keys)] != backbone_keys:
+            return False
+        module = path[len(backbone_keys)]
+        return list(endpoint_names).index(endpoint_of_module(module)) <= last_frozen
+
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({path: frozen(path) for path in flat})
+
+
+def make_optimizer(config: Any, steps_per_epoch: int, frozen: Any = None) -> optax.GradientTransformation:
+    """The optimiser of ``config.train`` with its schedule and optional gradient clipping.
+
+    ``frozen``: an optional bool tree like the params (``frozen_mask``); True leaves
+    are never updated. Clipping sees only the trainable gradients.
+    """
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}")
     schedule = learning_rate_schedule(config, steps_per_epoch)
@@ -54,4 +88,8 @@ def make_optimizer(config: Any, steps_per_epoch: int) -> optax.GradientTransform
         transforms.append(optax.clip_by_global_norm(config.grad_clip))
     if config.optimizer == "sgd" and config.get("weight_decay", 0.0):
         transforms.append(optax.add_decayed_weights(config.weight_decay))
-    return optax.chain(*transforms, optimizer)
+    trainable = optax.chain(*transforms, optimizer)
+    if frozen is None:
+        return trainable
+    labels = jax.tree.map(lambda is_frozen: "frozen" if is_frozen else "trainable", frozen)
+    return optax.multi_transform({"trainable": trainable, "frozen": optax.set_to_zero()}, labels)

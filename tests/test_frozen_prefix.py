@@ -1,0 +1,170 @@
+"""A frozen backbone prefix: no updates, running BatchNorm, and a cache that changes nothing but speed."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+from ml_collections import ConfigDict
+
+from merjax.data import pipeline
+from merjax.models import create_model
+from merjax.train import optim, prefix_cache, steps
+from merjax.train.losses import cross_entropy
+from merjax.train.state import create_train_state, init_variables
+from tests.conftest import make_clip_set, tiny_model_config
+
+FREEZE = "layer1"          # tiny backbone (1, 1): conv1, pool1, layer1 | layer2, pooled
+WINDOW = 4
+
+
+def _frozen_leaf(path) -> bool:
+    return path[0] == "backbone" and (path[1] in ("conv1", "bn1") or path[1].startswith("layer1_"))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    clip_set = make_clip_set(num_subjects=2, clips_per_class=1, size=16, min_length=5, max_length=7)
+    config = tiny_model_config("clip")
+    model = create_model(config, clip_set.num_classes, frozen_until=FREEZE)
+    example = {"frames": np.zeros((2, WINDOW, 16, 16, 3), np.uint8), "mask": np.ones((2, WINDOW), bool)}
+    variables = init_variables(model, example, jax.random.key(0))
+    # Non-trivial running statistics, so that "BatchNorm on running statistics" is visible.
+    variables["batch_stats"] = jax.tree.map(
+        lambda x: x + 0.3 * jax.random.uniform(jax.random.key(1), x.shape), variables["batch_stats"])
+    return clip_set, config, model, variables
+
+
+def _windows_batch(clip_set, frames_per_clip, samples):
+    rows = []
+    for clip, start in samples:
+        indices, mask = pipeline.window_indices(len(frames_per_clip[clip]), start, WINDOW)
+        rows.append((frames_per_clip[clip][indices], mask, clip_set.labels[clip]))
+    return {"frames": np.stack([r[0] for r in rows]), "mask": np.stack([r[1] for r in rows]),
+            "label": np.asarray([r[2] for r in rows], np.int32)}
+
+
+def _loss_and_grads(model, variables, batch):
+    def loss_fn(params):
+        logits, updates = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                                      batch["frames"], batch["mask"], train=True,
+                                      rngs={"dropout": jax.random.key(7)}, mutable=["batch_stats"])
+        return cross_entropy(logits, batch["label"]), updates
+
+    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+    return loss, grads, updates["batch_stats"]
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 1e-5), (np.float16, 2e-2)])
+def test_cached_and_uncached_give_the_same_loss_and_gradients(setup, dtype, rtol):
+    clip_set, config, model, variables = setup
+    cache = prefix_cache.build_prefix_cache(
+        model.backbone, {k: v["backbone"] for k, v in variables.items()}, clip_set, FREEZE,
+        batch_size=4, dtype=dtype)
+    suffix = create_model(config, clip_set.num_classes, frozen_until=FREEZE, input_endpoint=FREEZE)
+    samples = [(0, 0), (1, 2), (3, 1), (5, 3)]       # the last window runs past its clip: padded, masked
+    uncached = _windows_batch(clip_set, clip_set.frames, samples)
+    cached = _windows_batch(clip_set, cache.clip_set.frames, samples)
+    assert cached["frames"].dtype == dtype and cached["frames"].shape[2:] == (4, 4, 16)
+
+    loss, grads, stats = _loss_and_grads(model, variables, uncached)
+    cached_loss, cached_grads, cached_stats = _loss_and_grads(suffix, variables, cached)
+    np.testing.assert_allclose(cached_loss, loss, rtol=rtol)
+    flat, cached_flat = traverse_util.flatten_dict(grads), traverse_util.flatten_dict(cached_grads)
+    assert flat.keys() == cached_flat.keys()
+    for path, grad in flat.items():
+        if _frozen_leaf(path):
+            assert not np.any(grad) and not np.any(cached_flat[path]), path
+        else:
+            scale = float(np.max(np.abs(grad))) + 1e-8
+            np.testing.assert_allclose(cached_flat[path], grad, atol=rtol * scale * 10, rtol=rtol,
+                                       err_msg=str(path))
+    assert any(np.any(g) for p, g in flat.items() if not _frozen_leaf(p))
+    # Frozen BatchNorm keeps its running statistics; the suffix's are updated identically.
+    for path, value in traverse_util.flatten_dict(stats).items():
+        before = traverse_util.flatten_dict(variables["batch_stats"])[path]
+        if _frozen_leaf(path):
+            np.testing.assert_array_equal(value, before)
+        else:
+            assert not np.allclose(value, before), path
+            np.testing.assert_allclose(traverse_util.flatten_dict(cached_stats)[path], value, rtol=rtol * 10,
+                                       atol=1e-6)
+
+
+def test_frozen_parameters_never_move_even_with_weight_decay(setup):
+    clip_set, config, model, variables = setup
+    frozen = optim.frozen_mask(variables["params"], FREEZE, model.backbone.endpoint_names)
+    flat_mask = traverse_util.flatten_dict(frozen)
+    assert {p for p, f in flat_mask.items() if f} == {p for p in flat_mask if _frozen_leaf(p)}
+    tx = optim.make_optimizer(ConfigDict({"optimizer": "adamw", "learning_rate": 1e-2, "weight_decay": 0.1,
+                                          "schedule": "constant", "epochs": 1, "grad_clip": 1.0}),
+                              steps_per_epoch=3, frozen=frozen)
+    state = create_train_state(model, variables, tx, jax.random.key(3))
+    batch = _windows_batch(clip_set, clip_set.frames, [(0, 0), (2, 1)])
+    step = jax.jit(steps.train_step)
+    for _ in range(3):
+        state, metrics = step(state, batch)
+    assert np.isfinite(metrics["loss"])
+    before_params = traverse_util.flatten_dict(variables["params"])
+    for path, value in traverse_util.flatten_dict(state.params).items():
+        if _frozen_leaf(path):
+            np.testing.assert_array_equal(value, before_params[path])
+        elif path[-1] == "kernel":
+            assert not np.allclose(value, before_params[path]), path
+    before_stats = traverse_util.flatten_dict(variables["batch_stats"])
+    for path, value in traverse_util.flatten_dict(state.batch_stats).items():
+        if _frozen_leaf(path):
+            np.testing.assert_array_equal(value, before_stats[path])
+
+
+def test_frozen_mask_rejects_an_unknown_endpoint(setup):
+    _, _, model, variables = setup
+    with pytest.raises(ValueError, match="layer9"):
+        optim.frozen_mask(variables["params"], "layer9", model.backbone.endpoint_names)
+
+
+def test_cache_versions_memory_and_disk(setup, tmp_path):
+    clip_set, _, model, variables = setup
+    backbone_variables = {k: v["backbone"] for k, v in variables.items()}
+    augmentation = pipeline.Augmentation(flip_prob=0.5, max_rotation=10.0)
+    kwargs = dict(batch_size=3, variants=3, augmentation=augmentation, seed=5, dtype=np.float32)
+    memory = prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE, **kwargs)
+    disk = prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE,
+                                           max_memory_bytes=0, directory=str(tmp_path / "cache"), **kwargs)
+    assert memory.location == "memory" and disk.location == str(tmp_path / "cache")
+    assert isinstance(disk.variants[0], np.memmap) and len(list((tmp_path / "cache").iterdir())) == len(clip_set)
+    assert memory.num_variants == 3 and memory.describe()["feature_shape"] == [4, 4, 16]
+    run = prefix_cache.prefix_fn(model.backbone, backbone_variables, FREEZE)
+    for clip in (0, 4):
+        frames = clip_set.frames[clip]
+        np.testing.assert_allclose(memory.variants[clip][0], run(frames), rtol=1e-5, atol=1e-5)
+        augmented = augmentation(frames, np.random.default_rng([5, clip, 2]))
+        np.testing.assert_allclose(memory.variants[clip][2], run(augmented), rtol=1e-5, atol=1e-5)
+        assert not np.allclose(memory.variants[clip][1], memory.variants[clip][0])
+        np.testing.assert_array_equal(disk.variants[clip], memory.variants[clip])
+        assert memory.clip_set.frames[clip] is not None and len(memory.clip_set.frames[clip]) == len(frames)
+    np.testing.assert_array_equal(memory.clip_set.labels, clip_set.labels)
+
+
+def test_cache_rejects_impossible_settings(setup):
+    clip_set, _, model, variables = setup
+    backbone_variables = {k: v["backbone"] for k, v in variables.items()}
+    with pytest.raises(ValueError, match="augmentation"):
+        prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE, batch_size=2,
+                                        variants=2)
+    with pytest.raises(ValueError, match="no directory"):
+        prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE, batch_size=2,
+                                        max_memory_bytes=0)
+
+
+def test_loader_draws_every_cached_version():
+    clip_set = make_clip_set(num_subjects=1, clips_per_class=1, size=8, min_length=6, max_length=6)
+    variants = [np.stack([np.full((6, 2), k, np.float16) for k in range(3)]) for _ in range(len(clip_set))]
+    loader = pipeline.SampleLoader(clip_set, window_size=4, augmentation=None, variants=variants)
+    rng = np.random.default_rng(0)
+    drawn = {int(loader(np.asarray([0, 1]), rng)["frames"][0, 0]) for _ in range(40)}
+    assert drawn == {0, 1, 2}
+    with pytest.raises(ValueError, match="variants"):
+        pipeline.SampleLoader(clip_set, 4, pipeline.Augmentation(), variants=variants)
