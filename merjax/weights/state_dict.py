@@ -69,6 +69,15 @@ _SAFE_GLOBALS = frozenset({
 })
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A weight pickle names a global outside ``_SAFE_GLOBALS``: refused, never wrapped as corruption."""
+
+
+# What truncated or corrupted pickle bytes raise from the unpickler and numpy's reconstruction.
+_CORRUPT_PICKLE_ERRORS = (EOFError, pickle.UnpicklingError, ValueError, TypeError, LookupError,
+                          AttributeError, OverflowError)
+
+
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Refuses every global but numpy array reconstruction: a pickle carrying code is never run."""
 
@@ -78,7 +87,7 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _SAFE_GLOBALS:
-            raise pickle.UnpicklingError(
+            raise _RefusedGlobal(
                 f"{self._path}: refusing to load {module}.{name}; a weight pickle may hold only numpy "
                 f"arrays and plain containers")
         return super().find_class(module, name)
@@ -88,10 +97,17 @@ def load_vggface2_pickle(path: str | PathLike[str]) -> dict[str, np.ndarray]:
     """Reads the published VGGFace2 weight pickle (written by Python 2, hence latin1).
 
     Only numpy arrays in dicts/lists are accepted; anything else raises
-    ``pickle.UnpicklingError`` naming the file, before any of it is executed.
+    ``pickle.UnpicklingError`` naming the file, before any of it is executed. A
+    truncated or corrupt file raises ``ValueError`` naming it.
     """
     with open(path, "rb") as f:
-        state = _ArraysOnlyUnpickler(f, str(path)).load()
+        try:
+            state = _ArraysOnlyUnpickler(f, str(path)).load()
+        except _RefusedGlobal:
+            raise
+        except _CORRUPT_PICKLE_ERRORS as e:
+            raise ValueError(f"{path}: truncated or corrupt weight pickle "
+                             f"({type(e).__name__}: {e})") from e
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a dict of numpy arrays, got {type(state).__name__}")
     return state

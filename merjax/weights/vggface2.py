@@ -2,10 +2,12 @@
 
 The VGGFace2 authors' Caffe models were converted to pickles of numpy arrays keyed
 like the PyTorch port's state dicts (``resnet50_ft``, ``senet50_ft``; see
-``merjax.models.resnet``). ``load_vggface2`` reads one with the code-refusing
-unpickler, converts it and checks it against the variables the matching merjax
-model expects, so a truncated file, a file of the other architecture or a wrong
-shape fails at load time with the offending key named, not later inside ``apply``.
+``merjax.models.resnet``), and to Keras 2 HDF5 weight files by rcmalli/keras-vggface
+(``rcmalli_vggface_tf_resnet50.h5``, ...; see ``merjax.weights.keras_h5``).
+``load_vggface2`` reads either (the pickle with the code-refusing unpickler), converts
+it and checks it against the variables the matching merjax model expects, so a
+truncated file, a file of the other architecture or a wrong shape fails at load time
+with the file and the offending key named, not later inside ``apply``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from merjax.models.resnet import ResNet, ResNet50, SENet50
+from merjax.weights.keras_h5 import HDF5_SIGNATURE, keras_h5_to_state_dict
 from merjax.weights.state_dict import (
     Variables,
     load_vggface2_pickle,
@@ -27,6 +31,19 @@ from merjax.weights.state_dict import (
 
 VGGFACE2_NUM_IDENTITIES = 8631
 _ARCHS: dict[str, Callable[..., ResNet]] = {"resnet50": ResNet50, "senet50": SENet50}
+_HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def _read_state_dict(path: str | PathLike[str]) -> dict[str, np.ndarray]:
+    """The file's state dict, read as Keras 2 HDF5 if it starts with the HDF5 signature or is
+    named ``.h5`` / ``.hdf5``, else as a weight pickle."""
+    with open(path, "rb") as f:
+        head = f.read(len(HDF5_SIGNATURE))
+    if not head:
+        raise ValueError(f"{path}: empty file; expected a VGGFace2 weight pickle or Keras 2 .h5 file")
+    if head == HDF5_SIGNATURE or str(path).lower().endswith(_HDF5_SUFFIXES):
+        return keras_h5_to_state_dict(path)
+    return load_vggface2_pickle(path)
 
 
 def _leaves(tree: Any) -> dict[tuple[str, tuple[str, ...]], tuple[int, ...]]:
@@ -50,24 +67,38 @@ def _torch_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ..
 
 def load_vggface2(path: str | PathLike[str], arch: str = "resnet50", *,
                   include_fc: bool = True) -> Variables:
-    """Returns ``{'params', 'batch_stats'}`` for ``ResNet50`` / ``SENet50`` from a VGGFace2 pickle.
+    """Returns ``{'params', 'batch_stats'}`` for ``ResNet50`` / ``SENet50`` from a VGGFace2 file.
+
+    The keras-vggface graph differs from the Caffe one merjax runs (``'same'`` padding
+    in conv1, floor-mode max-pool, BatchNorm eps 1e-3 in ResNet-50 / 1e-4 in SENet-50);
+    merjax runs the ``.h5`` weights in the Caffe graph, as it does the pickles, so its
+    outputs are not keras-vggface's.
 
     Args:
       path: the published weight pickle (e.g. ``resnet50_ft_weight.pkl``,
-        ``senet50_ft_weight.pkl``): a dict of numpy arrays keyed ``conv1.weight``,
-        ``layer1.0.bn1.running_mean``, ..., ``fc.weight``.
+        ``senet50_ft_weight.pkl``: a dict of numpy arrays keyed ``conv1.weight``,
+        ``layer1.0.bn1.running_mean``, ..., ``fc.weight``) or Keras 2 HDF5 file (e.g.
+        ``rcmalli_vggface_tf_senet50.h5``; the ``notop`` files lack the classifier, so
+        need ``include_fc=False``). HDF5 is recognised by its signature or suffix.
       arch: ``'resnet50'`` or ``'senet50'``.
       include_fc: True for the model with the 8631-way identity classifier
         (``num_classes=8631``); False drops ``fc.*`` for the ``num_classes=None`` backbone.
 
     Raises:
-      ValueError: on an unknown ``arch``, or on a state-dict key the model lacks, a key
-        it needs that the file lacks, or a shape mismatch; the message names the key.
-      pickle.UnpicklingError: if the file holds anything but numpy arrays in containers.
+      FileNotFoundError: if ``path`` does not exist.
+      ValueError: on an unknown ``arch``; on an empty, truncated or corrupt file, or an
+        HDF5 file that is not a Keras 2 weight file of these networks; on a state-dict key
+        the model lacks, a key it needs that the file lacks, or a shape mismatch. The
+        message names the file and the key.
+      pickle.UnpicklingError: if a pickle holds anything but numpy arrays in containers.
     """
     if arch not in _ARCHS:
         raise ValueError(f"unknown VGGFace2 arch {arch!r}; expected one of {sorted(_ARCHS)}")
-    variables = resnet_variables_from_state_dict(load_vggface2_pickle(path), include_fc=include_fc)
+    state = _read_state_dict(path)
+    try:
+        variables = resnet_variables_from_state_dict(state, include_fc=include_fc)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
     model = _ARCHS[arch](num_classes=VGGFACE2_NUM_IDENTITIES if include_fc else None)
     template = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                               jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))

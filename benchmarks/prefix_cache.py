@@ -1,0 +1,95 @@
+"""Epoch time with a frozen backbone prefix: cached prefix features vs running the prefix every step.
+
+Seed 001 freezes the VGGFace2 layers before l_s. Both ways train the same
+suffix on the same samples: uncached runs the frozen prefix on every window's
+frames in every step; cached runs it once per frame (and augmented version)
+before training (``merjax.train.prefix_cache``) and each step runs only the
+suffix. This script takes an experiment's config (default: ``smic_bilstm``'s
+default preset on synthetic SMIC-like data), builds fold 1's training samples
+and times one epoch of train steps each way, after a warm-up epoch that pays the
+compilation. It prints the epoch times, their ratio and the one-off cache
+build time.
+
+    python -m benchmarks.prefix_cache [--experiment smic_bilstm --freeze_until layer3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+
+import jax
+import numpy as np
+
+from datasets.build import ensure_built
+from experiments import cv
+from merjax.data import pipeline
+from merjax.train import sharding
+from merjax.train.state import create_train_state
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="smic_bilstm", help="a config module in experiments/configs")
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--freeze_until", default="layer3", help="last frozen backbone endpoint")
+    parser.add_argument("--variants", type=int, default=4, help="cached versions per clip")
+    parser.add_argument("--dtype", default="float16", help="cache storage dtype")
+    return parser.parse_args()
+
+
+def epoch_seconds(config, compiled, clip_set, samples) -> tuple[float, float]:
+    """Seconds of one epoch of train steps after a warm-up epoch, and that epoch's mean loss."""
+    inputs, cache = compiled.inputs, compiled.cache
+    steps_per_epoch = len(samples) // config.train.batch_size
+    state = create_train_state(compiled.model, compiled.variables,
+                               compiled.optimizer(config.train, steps_per_epoch), jax.random.key(0))
+    state = sharding.replicate(state, compiled.mesh)
+    window = config.data.window if config.model.kind == "clip" else None
+    augmentation = None if cache else pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation)
+
+    def run_epoch(epoch: int):
+        nonlocal state
+        losses = []
+        for batch in pipeline.train_batches(inputs, samples, batch_size=config.train.batch_size, seed=0,
+                                            epoch=epoch, window_size=window, augmentation=augmentation,
+                                            variants=cache.variants if cache else None,
+                                            num_threads=config.data.num_threads):
+            state, metrics = compiled.train_step(state, sharding.shard_batch(batch, compiled.mesh))
+            losses.append(metrics["loss"])
+        return float(np.mean(jax.device_get(losses)))
+
+    run_epoch(0)
+    started = time.perf_counter()
+    loss = run_epoch(1)
+    return time.perf_counter() - started, loss
+
+
+def main() -> None:
+    args = parse_args()
+    config = importlib.import_module(f"experiments.configs.{args.experiment}").get_config(args.preset)
+    config.train.freeze_until = args.freeze_until
+    config.train.cache_variants = args.variants
+    config.train.cache_dtype = args.dtype
+    clip_set = pipeline.load_clips(ensure_built(config.data.name, config.data.data_dir), config.data.image_size)
+    fold = cv.make_folds(config, clip_set)[0]
+    samples, _ = cv.training_samples(config, clip_set, fold.train, seed=0)
+
+    results = {}
+    for cached in (False, True):
+        config.train.cache_prefix = cached
+        started = time.perf_counter()
+        compiled = cv.compile_run(config, clip_set)
+        setup = time.perf_counter() - started
+        seconds, loss = epoch_seconds(config, compiled, clip_set, samples)
+        results[cached] = seconds
+        detail = f", cache {compiled.frozen_prefix}" if cached else ""
+        print(f"{'cached' if cached else 'uncached'}: epoch {seconds:.2f} s ({len(samples)} samples, "
+              f"mean loss {loss:.4f}); set-up {setup:.1f} s{detail}")
+    print(f"{args.experiment}:{args.preset}, frozen until {args.freeze_until}: "
+          f"uncached / cached epoch time = {results[False] / results[True]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
