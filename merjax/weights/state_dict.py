@@ -16,12 +16,13 @@ Values may be numpy arrays or torch tensors; torch is never imported here.
 
 from __future__ import annotations
 
-import pickle
 import re
 from os import PathLike
 from typing import Any, Mapping
 
 import numpy as np
+
+from merjax.weights.safe_pickle import load_arrays_pickle
 
 Variables = dict[str, Any]
 
@@ -56,58 +57,14 @@ def _put(tree: Variables, path: tuple[str, ...], value: np.ndarray) -> None:
     tree[path[-1]] = value
 
 
-# The only globals a pickle of numpy arrays in plain containers needs (numpy 1 and 2 names).
-_SAFE_GLOBALS = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("collections", "OrderedDict"),
-    ("_codecs", "encode"),   # how Python 3 writes numpy's raw bytes under pickle protocol 2
-})
-
-
-class _RefusedGlobal(pickle.UnpicklingError):
-    """A weight pickle names a global outside ``_SAFE_GLOBALS``: refused, never wrapped as corruption."""
-
-
-# What truncated or corrupted pickle bytes raise from the unpickler and numpy's reconstruction.
-_CORRUPT_PICKLE_ERRORS = (EOFError, pickle.UnpicklingError, ValueError, TypeError, LookupError,
-                          AttributeError, OverflowError)
-
-
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    """Refuses every global but numpy array reconstruction: a pickle carrying code is never run."""
-
-    def __init__(self, file: Any, path: str):
-        super().__init__(file, encoding="latin1")
-        self._path = path
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _SAFE_GLOBALS:
-            raise _RefusedGlobal(
-                f"{self._path}: refusing to load {module}.{name}; a weight pickle may hold only numpy "
-                f"arrays and plain containers")
-        return super().find_class(module, name)
-
-
 def load_vggface2_pickle(path: str | PathLike[str]) -> dict[str, np.ndarray]:
     """Reads the published VGGFace2 weight pickle (written by Python 2, hence latin1).
 
-    Only numpy arrays in dicts/lists are accepted; anything else raises
-    ``pickle.UnpicklingError`` naming the file, before any of it is executed. A
-    truncated or corrupt file raises ``ValueError`` naming it.
+    Only numpy arrays in dicts/lists are accepted (``safe_pickle``); anything else
+    raises ``pickle.UnpicklingError`` naming the file, before any of it is
+    executed. A truncated or corrupt file raises ``ValueError`` naming it.
     """
-    with open(path, "rb") as f:
-        try:
-            state = _ArraysOnlyUnpickler(f, str(path)).load()
-        except _RefusedGlobal:
-            raise
-        except _CORRUPT_PICKLE_ERRORS as e:
-            raise ValueError(f"{path}: truncated or corrupt weight pickle "
-                             f"({type(e).__name__}: {e})") from e
+    state = load_arrays_pickle(path)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a dict of numpy arrays, got {type(state).__name__}")
     return state
