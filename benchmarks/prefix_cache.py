@@ -10,7 +10,7 @@ and times one epoch of train steps each way, after a warm-up epoch that pays the
 compilation. It prints the epoch times, their ratio and the one-off cache
 build time.
 
-    python -m benchmarks.prefix_cache [--experiment smic_bilstm --freeze_until layer3]
+    python -m benchmarks.prefix_cache [--experiment smic_bilstm --freeze_until layer2 layer3 pooled]
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="smic_bilstm", help="a config module in experiments/configs")
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--freeze_until", default="layer3", help="last frozen backbone endpoint")
+    parser.add_argument("--freeze_until", nargs="+", default=["layer2", "layer3", "pooled"],
+                        help="last frozen backbone endpoint(s), one comparison each")
     parser.add_argument("--variants", type=int, default=4, help="cached versions per clip")
     parser.add_argument("--dtype", default="float16", help="cache storage dtype")
     return parser.parse_args()
@@ -66,16 +67,9 @@ def epoch_seconds(config, compiled, clip_set, samples) -> tuple[float, float]:
     return time.perf_counter() - started, loss
 
 
-def main() -> None:
-    args = parse_args()
-    config = importlib.import_module(f"experiments.configs.{args.experiment}").get_config(args.preset)
-    config.train.freeze_until = args.freeze_until
-    config.train.cache_variants = args.variants
-    config.train.cache_dtype = args.dtype
-    clip_set = pipeline.load_clips(ensure_built(config.data.name, config.data.data_dir), config.data.image_size)
-    fold = cv.make_folds(config, clip_set)[0]
-    samples, _ = cv.training_samples(config, clip_set, fold.train, seed=0)
-
+def compare(config, clip_set, samples, freeze_until: str) -> float:
+    """Prints both epoch times for one frozen endpoint; returns uncached / cached."""
+    config.train.freeze_until = freeze_until
     results = {}
     for cached in (False, True):
         config.train.cache_prefix = cached
@@ -85,10 +79,23 @@ def main() -> None:
         seconds, loss = epoch_seconds(config, compiled, clip_set, samples)
         results[cached] = seconds
         detail = f", cache {compiled.frozen_prefix}" if cached else ""
-        print(f"{'cached' if cached else 'uncached'}: epoch {seconds:.2f} s ({len(samples)} samples, "
+        print(f"  {'cached' if cached else 'uncached'}: epoch {seconds:.2f} s ({len(samples)} samples, "
               f"mean loss {loss:.4f}); set-up {setup:.1f} s{detail}")
-    print(f"{args.experiment}:{args.preset}, frozen until {args.freeze_until}: "
-          f"uncached / cached epoch time = {results[False] / results[True]:.2f}")
+    return results[False] / results[True]
+
+
+def main() -> None:
+    args = parse_args()
+    config = importlib.import_module(f"experiments.configs.{args.experiment}").get_config(args.preset)
+    config.train.cache_variants = args.variants
+    config.train.cache_dtype = args.dtype
+    clip_set = pipeline.load_clips(ensure_built(config.data.name, config.data.data_dir), config.data.image_size)
+    fold = cv.make_folds(config, clip_set)[0]
+    samples, _ = cv.training_samples(config, clip_set, fold.train, seed=0)
+    for freeze_until in args.freeze_until:
+        ratio = compare(config, clip_set, samples, freeze_until)
+        print(f"{args.experiment}:{args.preset}, frozen until {freeze_until}: "
+              f"uncached / cached epoch time = {ratio:.2f}\n")
 
 
 if __name__ == "__main__":

@@ -1,32 +1,42 @@
 """Command line of the experiments: ``--config=FILE[:preset]``, ``--config.a.b=value``, ``--workdir``.
 
-Each experiment module is a few lines that call ``main(name)``; the logic
-lives in ``experiments/cv.py`` and the library.
+Each experiment module is a few lines that call ``main(name)`` (the subject-wise
+cross-validation of ``experiments/cv.py``) or ``main(name, run)`` with its own
+run function; the logic lives in ``experiments/`` and the library.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Callable
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
+# run(config, workdir) runs an experiment, writes its outputs to workdir and returns the text to print.
+Runner = Callable[[ml_collections.ConfigDict, str], str]
 
-def main(name: str) -> None:
-    """Parses flags for experiment ``name`` and runs its cross-validation."""
+
+def cross_validation(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """The default runner: ``cv.run`` and its markdown summary."""
+    from experiments import cv, report  # imported on use: the experiments that pass their own runner skip them
+
+    return report.markdown(cv.run(config, workdir))
+
+
+def main(name: str, run: Runner = cross_validation) -> None:
+    """Parses flags for experiment ``name`` (config ``configs/{name}.py``) and runs it with ``run``."""
     config_flag = config_flags.DEFINE_config_file(
         "config", os.path.join(CONFIG_DIR, f"{name}.py"), f"{name} config file[:preset]", lock_config=True)
     workdir_flag = flags.DEFINE_string("workdir", os.path.join("workdirs", name), "where outputs and checkpoints go")
 
-    def run(argv: list[str]) -> None:
+    def run_flags(argv: list[str]) -> None:
         del argv
         logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint at INFO
-        from experiments import cv, report  # imported after flag parsing: JAX reads XLA_FLAGS at import
-
-        summary = cv.run(config_flag.value, workdir_flag.value)
-        print(report.markdown(summary))
+        print(run(config_flag.value, workdir_flag.value))
         print(f"outputs in {os.path.abspath(workdir_flag.value)}")
 
-    app.run(run)
+    app.run(run_flags)

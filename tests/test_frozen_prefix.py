@@ -46,10 +46,12 @@ def _windows_batch(clip_set, frames_per_clip, samples):
             "label": np.asarray([r[2] for r in rows], np.int32)}
 
 
-def _loss_and_grads(model, variables, batch):
+def _loss_and_grads(model, variables, batch, frame: bool = False):
+    inputs = (batch["frames"],) if frame else (batch["frames"], batch["mask"])
+
     def loss_fn(params):
         logits, updates = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                                      batch["frames"], batch["mask"], train=True,
+                                      *inputs, train=True,
                                       rngs={"dropout": jax.random.key(7)}, mutable=["batch_stats"])
         return cross_entropy(logits, batch["label"]), updates
 
@@ -168,3 +170,24 @@ def test_loader_draws_every_cached_version():
     assert drawn == {0, 1, 2}
     with pytest.raises(ValueError, match="variants"):
         pipeline.SampleLoader(clip_set, 4, pipeline.Augmentation(), variants=variants)
+
+
+def test_whole_backbone_frozen_frame_model_trains_only_the_head():
+    """``freeze_until='pooled'``: the cache holds pooled features and the suffix is the head alone."""
+    clip_set = make_clip_set(num_subjects=1, clips_per_class=1, size=16, min_length=3, max_length=3)
+    config = tiny_model_config("frame")
+    model = create_model(config, clip_set.num_classes, frozen_until="pooled")
+    frames = np.stack([clip[1] for clip in clip_set.frames])
+    variables = init_variables(model, {"frames": frames}, jax.random.key(0))
+    cache = prefix_cache.build_prefix_cache(model.backbone, {k: v["backbone"] for k, v in variables.items()},
+                                            clip_set, "pooled", batch_size=2, dtype=np.float32)
+    suffix = create_model(config, clip_set.num_classes, frozen_until="pooled", input_endpoint="pooled")
+    features = np.stack([clip[1] for clip in cache.clip_set.frames])
+    assert features.shape == (len(clip_set), 32)          # width 4, two stages: 4 * 2 * 4
+    labels = clip_set.labels
+    full = _loss_and_grads(model, variables, {"frames": frames, "mask": None, "label": labels}, frame=True)
+    cached = _loss_and_grads(suffix, variables, {"frames": features, "mask": None, "label": labels}, frame=True)
+    np.testing.assert_allclose(cached[0], full[0], rtol=1e-5)
+    assert not any(np.any(g) for g in jax.tree.leaves(full[1]["backbone"]))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), cached[1]["head"],
+                 full[1]["head"])

@@ -156,7 +156,8 @@ class ResNet(nn.Module):
     ``__call__`` returns ``(output, endpoints)``: output is the logits when
     ``num_classes`` is set, else the pooled features [B, 32*width] (for four stages); endpoints maps
     every computed stage name in ``endpoint_names`` to its output. ``start_at=E``
-    takes ``x`` to be endpoint E's tensor and runs the stages after it;
+    takes ``x`` to be endpoint E's tensor and runs the stages after it (none when
+    E is the last: the whole backbone is frozen and cached);
     ``stop_at=E`` stops after E and returns E's tensor as output.
 
     ``frozen_until=E`` freezes the prefix up to and including E (seed 001 freezes
@@ -223,7 +224,7 @@ class ResNet(nn.Module):
                 raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {names}")
         first = 0 if start_at is None else names.index(start_at) + 1
         last = len(names) if stop_at is None else names.index(stop_at) + 1
-        if first >= last:
+        if first >= last and stop_at is not None:
             raise ValueError(f"nothing to run from start_at={start_at!r} to stop_at={stop_at!r}")
         frozen = -1 if self.frozen_until is None else names.index(self.frozen_until)
         if start_at is not None:
