@@ -11,6 +11,8 @@ compilation. It prints the epoch times, their ratio and the one-off cache
 build time.
 
     python -m benchmarks.prefix_cache [--experiment smic_bilstm --freeze_until layer2 layer3 pooled]
+    python -m benchmarks.prefix_cache --freeze_until layer3 \
+        --set model.backbone.width=64 data.image_size=64 data.balance_per_class=16
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from datasets.build import ensure_built
 from experiments import cv
 from merjax.data import pipeline
 from merjax.train import sharding
-from merjax.train.state import create_train_state
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,26 +38,34 @@ def parse_args() -> argparse.Namespace:
                         help="last frozen backbone endpoint(s), one comparison each")
     parser.add_argument("--variants", type=int, default=4, help="cached versions per clip")
     parser.add_argument("--dtype", default="float16", help="cache storage dtype")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. model.backbone.width=64 data.image_size=64")
     return parser.parse_args()
 
 
-def epoch_seconds(config, compiled, clip_set, samples) -> tuple[float, float]:
-    """Seconds of one epoch of train steps after a warm-up epoch, and that epoch's mean loss."""
-    inputs, cache = compiled.inputs, compiled.cache
-    steps_per_epoch = len(samples) // config.train.batch_size
-    state = create_train_state(compiled.model, compiled.variables,
-                               compiled.optimizer(config.train, steps_per_epoch), jax.random.key(0))
-    state = sharding.replicate(state, compiled.mesh)
-    window = config.data.window if config.model.kind == "clip" else None
-    augmentation = None if cache else pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation)
+def apply_overrides(config, overrides: list[str]) -> None:
+    """Sets ``a.b=value`` entries, parsed as the type the config already holds there."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {override!r}: expected KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = config
+        for name in parents:
+            node = node[name]
+        current = node[leaf]
+        node[leaf] = value.lower() in ("1", "true") if isinstance(current, bool) else type(current)(value)
+
+
+def epoch_seconds(config, compiled, clip_set, fold) -> tuple[float, float, int]:
+    """Seconds of one epoch of train steps after a warm-up epoch, its mean loss and its sample count."""
+    training = cv.prepare_training(config, clip_set, fold.train, 0, compiled)
+    state = training.state
 
     def run_epoch(epoch: int):
         nonlocal state
         losses = []
-        for batch in pipeline.train_batches(inputs, samples, batch_size=config.train.batch_size, seed=0,
-                                            epoch=epoch, window_size=window, augmentation=augmentation,
-                                            variants=cache.variants if cache else None,
-                                            num_threads=config.data.num_threads):
+        for batch in training.batches(epoch):
             state, metrics = compiled.train_step(state, sharding.shard_batch(batch, compiled.mesh))
             losses.append(metrics["loss"])
         return float(np.mean(jax.device_get(losses)))
@@ -64,10 +73,10 @@ def epoch_seconds(config, compiled, clip_set, samples) -> tuple[float, float]:
     run_epoch(0)
     started = time.perf_counter()
     loss = run_epoch(1)
-    return time.perf_counter() - started, loss
+    return time.perf_counter() - started, loss, training.steps_per_epoch * config.train.batch_size
 
 
-def compare(config, clip_set, samples, freeze_until: str) -> float:
+def compare(config, clip_set, fold, freeze_until: str) -> float:
     """Prints both epoch times for one frozen endpoint; returns uncached / cached."""
     config.train.freeze_until = freeze_until
     results = {}
@@ -76,10 +85,10 @@ def compare(config, clip_set, samples, freeze_until: str) -> float:
         started = time.perf_counter()
         compiled = cv.compile_run(config, clip_set)
         setup = time.perf_counter() - started
-        seconds, loss = epoch_seconds(config, compiled, clip_set, samples)
+        seconds, loss, samples = epoch_seconds(config, compiled, clip_set, fold)
         results[cached] = seconds
         detail = f", cache {compiled.frozen_prefix}" if cached else ""
-        print(f"  {'cached' if cached else 'uncached'}: epoch {seconds:.2f} s ({len(samples)} samples, "
+        print(f"  {'cached' if cached else 'uncached'}: epoch {seconds:.2f} s ({samples} samples, "
               f"mean loss {loss:.4f}); set-up {setup:.1f} s{detail}")
     return results[False] / results[True]
 
@@ -87,13 +96,13 @@ def compare(config, clip_set, samples, freeze_until: str) -> float:
 def main() -> None:
     args = parse_args()
     config = importlib.import_module(f"experiments.configs.{args.experiment}").get_config(args.preset)
+    apply_overrides(config, args.set)
     config.train.cache_variants = args.variants
     config.train.cache_dtype = args.dtype
     clip_set = pipeline.load_clips(ensure_built(config.data.name, config.data.data_dir), config.data.image_size)
     fold = cv.make_folds(config, clip_set)[0]
-    samples, _ = cv.training_samples(config, clip_set, fold.train, seed=0)
     for freeze_until in args.freeze_until:
-        ratio = compare(config, clip_set, samples, freeze_until)
+        ratio = compare(config, clip_set, fold, freeze_until)
         print(f"{args.experiment}:{args.preset}, frozen until {freeze_until}: "
               f"uncached / cached epoch time = {ratio:.2f}\n")
 

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -180,16 +180,20 @@ def compile_run(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: s
     return compiled
 
 
-def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protocols.Fold, fold_index: int,
-             compiled: Compiled, workdir: str) -> dict[str, Any]:
-    fold_dir = os.path.join(workdir, fold.name)
-    result_file = os.path.join(fold_dir, "result.json")
-    if os.path.exists(result_file):
-        with open(result_file) as f:
-            return json.load(f)
-    os.makedirs(fold_dir, exist_ok=True)
-    seed = int(np.random.SeedSequence([config.seed, fold_index]).generate_state(1)[0])
-    samples, sample_record = training_samples(config, clip_set, fold.train, seed)
+@dataclasses.dataclass
+class Training:
+    """A fold's training set-up: its initial state, batches per epoch and a record of its samples."""
+
+    state: Any
+    batches: Callable[[int], Any]
+    steps_per_epoch: int
+    record: dict[str, Any]
+
+
+def prepare_training(config: ml_collections.ConfigDict, clip_set: ClipSet, clip_indices: np.ndarray, seed: int,
+                     compiled: Compiled) -> Training:
+    """Samples, class weights, batches and the replicated initial state for training on ``clip_indices``."""
+    samples, record = training_samples(config, clip_set, clip_indices, seed)
     window = config.data.window if config.model.kind == "clip" else None
     inputs, cache = compiled.inputs, compiled.cache
     augmentation = None if cache else pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation)
@@ -197,7 +201,7 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
     if config.train.class_weights:
         counts = augment.per_class_counts(pipeline.sample_labels(clip_set, samples), clip_set.num_classes)
         class_weights = losses.inverse_frequency_weights(counts)
-        sample_record["class_weights"] = dict(zip(clip_set.class_names, np.round(class_weights, 4).tolist()))
+        record["class_weights"] = dict(zip(clip_set.class_names, np.round(class_weights, 4).tolist()))
 
     def batches(epoch: int):
         return pipeline.train_batches(inputs, samples, batch_size=config.train.batch_size, seed=seed,
@@ -208,7 +212,21 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
     steps_per_epoch = len(samples) // config.train.batch_size
     state = create_train_state(compiled.model, compiled.variables,
                                compiled.optimizer(config.train, steps_per_epoch), jax.random.key(seed))
-    state = sharding.replicate(state, compiled.mesh)
+    return Training(state=sharding.replicate(state, compiled.mesh), batches=batches,
+                    steps_per_epoch=steps_per_epoch, record=record)
+
+
+def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protocols.Fold, fold_index: int,
+             compiled: Compiled, workdir: str) -> dict[str, Any]:
+    fold_dir = os.path.join(workdir, fold.name)
+    result_file = os.path.join(fold_dir, "result.json")
+    if os.path.exists(result_file):
+        with open(result_file) as f:
+            return json.load(f)
+    os.makedirs(fold_dir, exist_ok=True)
+    seed = int(np.random.SeedSequence([config.seed, fold_index]).generate_state(1)[0])
+    training = prepare_training(config, clip_set, fold.train, seed, compiled)
+    inputs = compiled.inputs
     mesh, eval_step = compiled.mesh, compiled.eval_step
     max_length = pipeline.eval_length(clip_set)
 
@@ -220,9 +238,9 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
                 "uar": scores["uar"]}
 
     fitted = fit(
-        state,
+        training.state,
         train_step=compiled.train_step,
-        train_batches=batches,
+        train_batches=training.batches,
         epochs=config.train.epochs,
         mesh=mesh,
         evaluate=validate if len(fold.val) else None,
@@ -237,8 +255,8 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
         "train_subjects": sorted(set(clip_set.subjects[fold.train].tolist())),
         "val_subjects": sorted(set(clip_set.subjects[fold.val].tolist())),
         "test_subjects": sorted(set(clip_set.subjects[fold.test].tolist())),
-        "training_samples": sample_record,
-        "steps_per_epoch": steps_per_epoch,
+        "training_samples": training.record,
+        "steps_per_epoch": training.steps_per_epoch,
         "history": fitted.history,
         "selected_epoch": fitted.selected_epoch,
         "resumed_from_epoch": fitted.resumed_from,

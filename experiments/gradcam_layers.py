@@ -43,12 +43,10 @@ from tqdm import tqdm
 from datasets.build import ensure_built
 from experiments import cli, cv
 from merjax import interpret
-from merjax.data import augment, pipeline, protocols
+from merjax.data import pipeline, protocols
 from merjax.data.pipeline import ClipSet
 from merjax.models import ResNet
-from merjax.train import losses, sharding
 from merjax.train.loop import fit
-from merjax.train.state import create_train_state
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -133,28 +131,13 @@ def train_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: proto
                compiled: cv.Compiled) -> tuple[dict[str, Any], dict[str, Any]]:
     """Trains on the fold's training subjects as ``cv.run_fold`` does; returns (variables, record)."""
     seed = int(np.random.SeedSequence([config.seed, config.gradcam.fold]).generate_state(1)[0])
-    samples, sample_record = cv.training_samples(config, clip_set, fold.train, seed)
-    inputs, cache = compiled.inputs, compiled.cache
-    augmentation = None if cache else pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation)
-    class_weights = None
-    if config.train.class_weights:
-        counts = augment.per_class_counts(pipeline.sample_labels(clip_set, samples), clip_set.num_classes)
-        class_weights = losses.inverse_frequency_weights(counts)
-
-    def batches(epoch: int):
-        return pipeline.train_batches(inputs, samples, batch_size=config.train.batch_size, seed=seed,
-                                      epoch=epoch, window_size=None, augmentation=augmentation,
-                                      class_weights=class_weights, num_threads=config.data.num_threads,
-                                      variants=cache.variants if cache else None)
-
-    steps_per_epoch = len(samples) // config.train.batch_size
-    state = create_train_state(compiled.model, compiled.variables,
-                               compiled.optimizer(config.train, steps_per_epoch), jax.random.key(seed))
-    state = sharding.replicate(state, compiled.mesh)
+    training = cv.prepare_training(config, clip_set, fold.train, seed, compiled)
     started = time.perf_counter()
-    fitted = fit(state, train_step=compiled.train_step, train_batches=batches, epochs=config.train.epochs,
+    fitted = fit(training.state, train_step=compiled.train_step, train_batches=training.batches,
+                 epochs=config.train.epochs,
                  mesh=compiled.mesh, progress=tqdm, description=f"{fold.name} train")
-    record = {"epochs": config.train.epochs, "steps_per_epoch": steps_per_epoch, "samples": sample_record,
+    record = {"epochs": config.train.epochs, "steps_per_epoch": training.steps_per_epoch,
+              "samples": training.record,
               "history": fitted.history, "seconds": round(time.perf_counter() - started, 2)}
     variables = jax.device_get({"params": fitted.state.params, "batch_stats": fitted.state.batch_stats})
     return variables, record
