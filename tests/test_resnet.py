@@ -5,12 +5,14 @@ from __future__ import annotations
 import pickle
 
 import jax
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
 from merjax.models import ResNet, ResNet50, vggface2_preprocess
+from merjax.models.resnet import Conv3x3
 from merjax.weights.state_dict import load_vggface2_pickle, resnet_variables_from_state_dict
 from tests import torch_reference as ref
 from tests.parity import assert_close, random_frames, to_nhwc, variable_shapes
@@ -172,3 +174,17 @@ def test_weight_pickle_of_arrays_loads_under_every_protocol(tmp_path, protocol):
     for key in state:
         np.testing.assert_array_equal(loaded[key], state[key])
 
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_conv3x3_equals_flax_conv_on_every_map_size(size):
+    """The im2col path (maps smaller than the kernel) and the convolution path give nn.Conv's result."""
+    x = jax.random.normal(jax.random.key(size), (3, size, size + 1, 6))
+    ours = Conv3x3(5)
+    variables = ours.init(jax.random.key(0), x)
+    reference = nn.Conv(5, (3, 3), padding=((1, 1), (1, 1)), use_bias=False)
+    expected = reference.apply(variables, x)
+    assert_close(ours.apply(variables, x), expected, rtol=1e-5)
+    grad = jax.grad(lambda v: jnp.sum(ours.apply(v, x) ** 2))(variables)
+    expected_grad = jax.grad(lambda v: jnp.sum(reference.apply(v, x) ** 2))(variables)
+    assert_close(grad["params"]["kernel"], expected_grad["params"]["kernel"], rtol=1e-5)

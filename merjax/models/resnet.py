@@ -92,6 +92,33 @@ class BatchNorm(nn.Module):
         return y.astype(self.dtype)
 
 
+class Conv3x3(nn.Module):
+    """3x3 convolution, stride 1, padding 1, no bias: ``nn.Conv`` with the same parameter.
+
+    On maps smaller than the kernel (layer4's 2x2 maps at 48-64 pixel input) XLA:CPU's
+    convolution takes a slow path, ~100x slower than the same arithmetic as a matrix
+    product (1.26 s vs 0.013 s forward for 104 maps of 2x2x512, measured on this
+    project's CPU); there the convolution is computed from the nine shifted copies
+    of the padded map (im2col), which gives the same result.
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features),
+                            jnp.float32)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        height, width = x.shape[1:3]
+        if min(height, width) >= 3:
+            return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        shifted = [padded[:, i:i + height, j:j + width, :] for i in range(3) for j in range(3)]
+        return jnp.concatenate(shifted, axis=-1) @ kernel.reshape(-1, self.features)
+
+
 class Bottleneck(nn.Module):
     """Bottleneck block of ``resnet50_ft``: 1x1 (stride) -> 3x3 -> 1x1 (x4), residual.
 
@@ -113,7 +140,7 @@ class Bottleneck(nn.Module):
         strides = (self.stride, self.stride)
         y = conv(self.features, (1, 1), strides, padding="VALID", name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y, train=train))
-        y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(y)
+        y = Conv3x3(self.features, dtype=self.dtype, name="conv2")(y)
         y = nn.relu(norm(name="bn2")(y, train=train))
         y = conv(self.features * EXPANSION, (1, 1), padding="VALID", name="conv3")(y)
         y = norm(name="bn3")(y, train=train)
