@@ -105,8 +105,9 @@ def _mean_std(values: np.ndarray) -> dict[str, Any]:
     """Mean, std and count of the finite values (an all-zero map scores NaN); None when there are none."""
     finite = values[np.isfinite(values)]
     if not len(finite):
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(finite.mean()), "std": float(finite.std()), "n": len(finite)}
+        return {"mean": None, "std": None, "sem": None, "n": 0}
+    std = float(finite.std())
+    return {"mean": float(finite.mean()), "std": std, "sem": std / np.sqrt(len(finite)), "n": len(finite)}
 
 
 def summarise(scores: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -125,6 +126,24 @@ def recommend(layers: Mapping[str, Mapping[str, Any]], select_on: str,
     chosen = max(candidates, key=candidates.get)
     position = list(endpoint_names).index(chosen)
     return chosen, endpoint_names[position - 1] if position else ""
+
+
+def separation(layers: Mapping[str, Mapping[str, Any]], select_on: str, chosen: str) -> dict[str, Any] | None:
+    """How clearly ``chosen`` leads the runner-up: the lift difference against two standard errors of it.
+
+    The standard error treats the two layers' frames as independent samples (they are the same
+    frames, so this is conservative). None when there is no runner-up.
+    """
+    others = {layer: s[select_on]["lift"] for layer, s in layers.items()
+              if layer != chosen and s[select_on]["lift"]["mean"] is not None}
+    if not others:
+        return None
+    runner_up = max(others, key=lambda layer: others[layer]["mean"])
+    best, second = layers[chosen][select_on]["lift"], others[runner_up]
+    difference = best["mean"] - second["mean"]
+    two_se = 2.0 * float(np.hypot(best["sem"], second["sem"]))
+    return {"runner_up": runner_up, "difference": difference, "two_standard_errors": two_se,
+            "separated": bool(difference > two_se)}
 
 
 def train_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protocols.Fold,
@@ -245,6 +264,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "select_on": config.gradcam.select_on,
         "selection": f"the candidate layer with the highest mean lift {config.gradcam.select_on} training",
         "recommended_layer": chosen,
+        "separation": separation(per_layer, config.gradcam.select_on, chosen),
         "freeze_until": freeze_until,
         "freeze_flag": f"--config.train.freeze_until={freeze_until}",
     }
@@ -288,6 +308,14 @@ def markdown(summary: Mapping[str, Any]) -> str:
         (f"**Recommended l_s = {summary['recommended_layer']}** ({summary['selection']}): retrain from "
          f"{summary['recommended_layer']} and freeze the layers before it: {freeze}."),
     ]
+    margin = summary["separation"]
+    if margin is not None and not margin["separated"]:
+        lines.append(
+            f"Not separated from {margin['runner_up']}: the lift difference {margin['difference']:.3f} is below two "
+            f"standard errors ({margin['two_standard_errors']:.3f}), so these scores do not single out a layer.")
+    elif margin is not None:
+        lines.append(f"It leads {margin['runner_up']} by {margin['difference']:.3f} lift, more than two standard "
+                     f"errors ({margin['two_standard_errors']:.3f}).")
     return "\n".join(lines)
 
 

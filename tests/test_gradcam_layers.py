@@ -63,6 +63,9 @@ def test_smoke_run_scores_every_layer_before_and_after(tmp_path, tiny_data_dir):
     table = gradcam_layers.markdown(summary)
     assert f"**Recommended l_s = {summary['recommended_layer']}**" in table
     assert all(f"| {layer} |" in table for layer in config.gradcam.layers)
+    margin = summary["separation"]
+    assert margin["runner_up"] in config.gradcam.layers and margin["runner_up"] != summary["recommended_layer"]
+    assert ("Not separated from" in table) == (not margin["separated"])
 
 
 @pytest.mark.slow
@@ -95,6 +98,19 @@ def test_recommendation_and_freeze_point():
     assert gradcam_layers.recommend({"conv1": _layer(1.0, 1.0)}, "after", names) == ("conv1", "")
     with pytest.raises(ValueError, match="empty"):
         gradcam_layers.recommend({"layer3": _layer(None, 1.0)}, "before", names)
+
+
+def test_separation_of_the_recommended_layer_uses_standard_errors():
+    def lift(mean, sem):
+        return {"after": {"lift": {"mean": mean, "sem": sem}}}
+
+    clear = gradcam_layers.separation({"layer1": lift(1.5, 0.03), "layer2": lift(1.1, 0.04)}, "after", "layer1")
+    assert clear["runner_up"] == "layer2" and clear["separated"]
+    np.testing.assert_allclose([clear["difference"], clear["two_standard_errors"]], [0.4, 0.1])
+    close = gradcam_layers.separation({"layer1": lift(1.12, 0.06), "layer2": lift(1.05, 0.06),
+                                       "layer3": lift(None, None)}, "after", "layer1")
+    assert close["runner_up"] == "layer2" and not close["separated"]
+    assert gradcam_layers.separation({"layer1": lift(1.2, 0.1)}, "after", "layer1") is None
 
 
 def test_examples_take_the_classes_in_turn():
