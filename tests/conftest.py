@@ -55,3 +55,19 @@ def tiny_dataset_dir(tmp_path_factory) -> str:
     from datasets.build import ensure_built
 
     return ensure_built("synthetic_me/tiny", str(tmp_path_factory.mktemp("tfds")))
+
+
+@pytest.fixture(scope="session")
+def senet50_torch():
+    """A full-size SE-ResNet-50 (VGGFace2 variant) in PyTorch with random weights, in eval mode."""
+    from tests import torch_reference as ref
+
+    return ref.randomize_(ref.ResNet((3, 4, 6, 3), width=64, num_classes=8631, se_reduction=16), seed=4).eval()
+
+
+@pytest.fixture(scope="session")
+def senet50_state(senet50_torch) -> dict:
+    """Its state dict in the published (Caffe-converted) format: numpy arrays, no BN counters."""
+    from tests import torch_reference as ref
+
+    return ref.published_state(senet50_torch)

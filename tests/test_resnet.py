@@ -13,6 +13,7 @@ import torch
 
 from merjax.models import ResNet, ResNet50, vggface2_preprocess
 from merjax.models.resnet import Conv3x3
+from merjax.weights import load_vggface2
 from merjax.weights.state_dict import load_vggface2_pickle, resnet_variables_from_state_dict
 from tests import torch_reference as ref
 from tests.parity import assert_close, random_frames, to_nhwc, variable_shapes
@@ -161,6 +162,8 @@ def test_weight_pickle_carrying_code_is_refused_without_running_it(tmp_path, mon
     path.write_bytes(pickle.dumps({"conv1.weight": np.zeros((2, 3, 7, 7), np.float32), "x": _RunsCode()}))
     with pytest.raises(pickle.UnpicklingError, match=r"evil\.pkl.*refusing to load (posix|os|nt)\.system"):
         load_vggface2_pickle(path)
+    with pytest.raises(pickle.UnpicklingError, match=r"evil\.pkl.*refusing to load"):   # not relabelled corrupt
+        load_vggface2(path, "resnet50")
     assert not (tmp_path / "should_not_exist").exists()
 
 

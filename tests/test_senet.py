@@ -26,19 +26,6 @@ def _save(state: dict[str, np.ndarray], path) -> str:
 
 
 @pytest.fixture(scope="module")
-def senet50_torch() -> ref.ResNet:
-    model = ref.ResNet((3, 4, 6, 3), width=64, num_classes=8631, se_reduction=16)
-    return ref.randomize_(model, seed=4).eval()
-
-
-@pytest.fixture(scope="module")
-def senet50_state(senet50_torch) -> dict[str, np.ndarray]:
-    """The full-size state dict in the published (Caffe-converted) format: no BN counters."""
-    return {k: v.numpy().copy() for k, v in senet50_torch.state_dict().items()
-            if not k.endswith("num_batches_tracked")}
-
-
-@pytest.fixture(scope="module")
 def backbone_state(senet50_state) -> dict[str, np.ndarray]:
     return {k: v for k, v in senet50_state.items() if not k.startswith("fc.")}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -93,6 +94,12 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.endpoints(x)
         return out["logits"] if self.fc is not None else out["pooled"]
+
+
+def published_state(model: nn.Module) -> dict[str, np.ndarray]:
+    """A reference model's state dict as the published files hold it: numpy, no BN counters."""
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()
+            if not k.endswith("num_batches_tracked")}
 
 
 def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
