@@ -27,3 +27,21 @@ def random_frames(shape, seed: int = 0) -> np.ndarray:
 
 def variable_shapes(tree):
     return jax.tree_util.tree_map(lambda a: (tuple(a.shape), jnp.dtype(a.dtype)), tree)
+
+
+def resnet_outputs(model, variables, torch_model, frames: np.ndarray):
+    """Logits and endpoints of a merjax ResNet and of its torch reference on the same RGB frames."""
+    from merjax.models import vggface2_preprocess
+    from tests import torch_reference as ref
+
+    logits, endpoints = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, vggface2_preprocess(frames))
+    with torch.no_grad():
+        expected = torch_model.endpoints(ref.preprocess(torch.from_numpy(frames)))
+    return logits, endpoints, expected
+
+
+def assert_resnet_matches_torch(model, variables, torch_model, frames: np.ndarray) -> None:
+    """Pooled features and logits of a merjax ResNet equal its torch reference's."""
+    logits, endpoints, expected = resnet_outputs(model, variables, torch_model, frames)
+    assert_close(endpoints["pooled"], expected["pooled"].numpy())
+    assert_close(logits, expected["logits"].numpy())

@@ -16,7 +16,14 @@ from merjax.models.resnet import Conv3x3
 from merjax.weights import load_vggface2
 from merjax.weights.state_dict import load_vggface2_pickle, resnet_variables_from_state_dict
 from tests import torch_reference as ref
-from tests.parity import assert_close, random_frames, to_nhwc, variable_shapes
+from tests.parity import (
+    assert_close,
+    assert_resnet_matches_torch,
+    random_frames,
+    resnet_outputs,
+    to_nhwc,
+    variable_shapes,
+)
 
 
 def test_vggface2_preprocess_known_pixel():
@@ -38,10 +45,7 @@ def test_small_resnet_matches_torch_in_eval(height, width):
                               jnp.zeros((1, height, width, 3)))
     assert variable_shapes(variables) == variable_shapes(template)
 
-    logits, endpoints = jax.jit(lambda v, x: model.apply(v, x, train=False))(
-        variables, vggface2_preprocess(frames))
-    with torch.no_grad():
-        expected = torch_model.endpoints(ref.preprocess(torch.from_numpy(frames)))
+    logits, endpoints, expected = resnet_outputs(model, variables, torch_model, frames)
     assert list(model.endpoint_names) == list(expected) and set(endpoints) == set(expected)
     for name, value in expected.items():
         assert endpoints[name].shape == to_nhwc(value).shape, name
@@ -64,12 +68,7 @@ def test_resnet50_matches_torch():
     model = ResNet50(num_classes=7)
     frames = random_frames((1, 64, 64, 3), seed=1)
     variables = resnet_variables_from_state_dict(torch_model.state_dict())
-    logits, endpoints = jax.jit(lambda v, x: model.apply(v, x, train=False))(
-        variables, vggface2_preprocess(frames))
-    with torch.no_grad():
-        expected = torch_model.endpoints(ref.preprocess(torch.from_numpy(frames)))
-    assert_close(endpoints["pooled"], expected["pooled"].numpy())
-    assert_close(logits, expected["logits"].numpy())
+    assert_resnet_matches_torch(model, variables, torch_model, frames)
 
 
 def test_resnet50_endpoint_shapes():

@@ -9,12 +9,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
-from merjax.models import ResNet, SENet50, vggface2_preprocess
+from merjax.models import ResNet, SENet50
 from merjax.weights import load_vggface2, resnet_variables_from_state_dict
 from tests import torch_reference as ref
-from tests.parity import assert_close, random_frames, to_nhwc, variable_shapes
+from tests.parity import (
+    assert_close,
+    assert_resnet_matches_torch,
+    random_frames,
+    resnet_outputs,
+    to_nhwc,
+    variable_shapes,
+)
 
 SE_KEY = re.compile(r"layer\d+\.\d+\.conv[45]\.")
 
@@ -43,10 +49,7 @@ def test_small_senet_matches_torch_in_eval(height, width):
     assert variables["params"]["layer1_0"]["conv4"]["kernel"].shape == (1, 1, 32, 2)
     assert variables["params"]["layer4_0"]["conv5"]["bias"].shape == (256,)
 
-    logits, endpoints = jax.jit(lambda v, x: model.apply(v, x, train=False))(
-        variables, vggface2_preprocess(frames))
-    with torch.no_grad():
-        expected = torch_model.endpoints(ref.preprocess(torch.from_numpy(frames)))
+    logits, endpoints, expected = resnet_outputs(model, variables, torch_model, frames)
     assert set(endpoints) == set(expected)
     for name, value in expected.items():
         assert_close(endpoints[name], to_nhwc(value))
@@ -57,12 +60,7 @@ def test_load_vggface2_senet50_matches_torch(senet50_torch, senet50_state, backb
     assert sum(v.size for v in senet50_state.values()) > 25_000_000
     variables = load_vggface2(_save(senet50_state, tmp_path / "senet50_ft_weight.pkl"), "senet50")
     frames = random_frames((1, 64, 64, 3), seed=5)
-    logits, endpoints = jax.jit(lambda v, x: SENet50(num_classes=8631).apply(v, x, train=False))(
-        variables, vggface2_preprocess(frames))
-    with torch.no_grad():
-        expected = senet50_torch.endpoints(ref.preprocess(torch.from_numpy(frames)))
-    assert_close(endpoints["pooled"], expected["pooled"].numpy())
-    assert_close(logits, expected["logits"].numpy())
+    assert_resnet_matches_torch(SENet50(num_classes=8631), variables, senet50_torch, frames)
 
     # The backbone alone: from the same file (fc dropped) or from a file without fc.
     for state in (senet50_state, backbone_state):

@@ -14,12 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import h5py
-import jax
 import numpy as np
 import pytest
-import torch
 
-from merjax.models import ResNet, SENet50, vggface2_preprocess
+from merjax.models import ResNet, SENet50
 from merjax.weights import (
     keras_h5_to_state_dict,
     load_vggface2,
@@ -27,7 +25,7 @@ from merjax.weights import (
     resnet_variables_from_state_dict,
 )
 from tests import torch_reference as ref
-from tests.parity import assert_close, random_frames
+from tests.parity import assert_resnet_matches_torch, random_frames
 
 SE_KEY = re.compile(r"layer\d+\.\d+\.conv[45]\.")
 _BLOCK_ROLES = {"conv1": "1x1_reduce", "bn1": "1x1_reduce/bn", "conv2": "3x3", "bn2": "3x3/bn",
@@ -105,12 +103,7 @@ def test_small_network_from_keras_h5_matches_torch(se_reduction, layout, tmp_pat
     model = ResNet(stage_sizes=(2, 1, 1, 1), width=8, num_classes=5, se_reduction=se_reduction)
     variables = resnet_variables_from_state_dict(loaded)
     frames = random_frames((2, 32, 32, 3), seed=7)
-    logits, endpoints = jax.jit(lambda v, x: model.apply(v, x, train=False))(
-        variables, vggface2_preprocess(frames))
-    with torch.no_grad():
-        expected = torch_model.endpoints(ref.preprocess(torch.from_numpy(frames)))
-    assert_close(endpoints["pooled"], expected["pooled"].numpy())
-    assert_close(logits, expected["logits"].numpy())
+    assert_resnet_matches_torch(model, variables, torch_model, frames)
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +114,7 @@ def senet50_h5(senet50_state, tmp_path_factory) -> Path:
 def test_load_vggface2_senet50_keras_h5_matches_torch(senet50_torch, senet50_h5):
     variables = load_vggface2(senet50_h5, "senet50")
     frames = random_frames((2, 32, 32, 3), seed=9)
-    logits, endpoints = jax.jit(lambda v, x: SENet50(num_classes=8631).apply(v, x, train=False))(
-        variables, vggface2_preprocess(frames))
-    with torch.no_grad():
-        expected = senet50_torch.endpoints(ref.preprocess(torch.from_numpy(frames)))
-    assert_close(endpoints["pooled"], expected["pooled"].numpy())
-    assert_close(logits, expected["logits"].numpy())
+    assert_resnet_matches_torch(SENet50(num_classes=8631), variables, senet50_torch, frames)
     assert "fc" not in load_vggface2(senet50_h5, "senet50", include_fc=False)["params"]
 
 
