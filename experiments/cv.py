@@ -167,7 +167,7 @@ def compile_run(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: s
         started = time.perf_counter()
         compiled.cache = prefix_cache.build_prefix_cache(
             model.backbone, {k: v["backbone"] for k, v in variables.items()}, clip_set, freeze_until,
-            batch_size=config.train.eval_batch_size * (1 if config.model.kind == "frame" else 8),
+            batch_size=config.train.cache_batch_frames,
             variants=config.train.cache_variants,
             augmentation=pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation),
             seed=config.seed, dtype=np.dtype(config.train.cache_dtype),

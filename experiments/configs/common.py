@@ -80,6 +80,7 @@ def base() -> ml_collections.ConfigDict:
     config.train.cache_variants = 4         # cached versions per clip: the clip + 3 fixed random flips/rotations
     config.train.cache_dtype = "float16"
     config.train.cache_memory_gb = 4.0      # larger caches go to memory-mapped files in the workdir
+    config.train.cache_batch_frames = 64    # frames per prefix call while building the cache
     return config
 
 
