@@ -76,7 +76,8 @@ def markdown(summary: dict[str, Any]) -> str:
         line = f"Backbone frozen up to `{prefix['freeze_until']}`"
         if prefix["cached"]:
             line += (f"; its output cached once ({prefix['variants']} versions per clip, {prefix['dtype']}, "
-                     f"{prefix['megabytes']} MiB in {prefix['location']}, {prefix['build_seconds']} s)")
+                     f"{prefix['megabytes']} MiB in {prefix['location']}, {prefix['build_seconds']} s"
+                     + (", reused from an earlier run)" if prefix.get("reused") else ")"))
         lines += ["", line + "."]
     lines += ["", "Training samples per class (per fold):", ""]
     for fold in summary["folds"]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -135,7 +137,7 @@ def test_cache_versions_memory_and_disk(setup, tmp_path):
     disk = prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE,
                                            max_memory_bytes=0, directory=str(tmp_path / "cache"), **kwargs)
     assert memory.location == "memory" and disk.location == str(tmp_path / "cache")
-    assert isinstance(disk.variants[0], np.memmap) and len(list((tmp_path / "cache").iterdir())) == len(clip_set)
+    assert isinstance(disk.variants[0], np.memmap) and len(list((tmp_path / "cache").glob("*.npy"))) == len(clip_set)
     assert memory.num_variants == 3 and memory.describe()["feature_shape"] == [4, 4, 16]
     run = prefix_cache.prefix_fn(model.backbone, backbone_variables, FREEZE)
     for clip in (0, 4):
@@ -190,3 +192,23 @@ def test_whole_backbone_frozen_frame_model_trains_only_the_head():
     assert not any(np.any(g) for g in jax.tree.leaves(full[1]["backbone"]))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), cached[1]["head"],
                  full[1]["head"])
+
+
+def test_finished_disk_cache_is_reused_only_with_the_same_key(setup, tmp_path):
+    clip_set, _, model, variables = setup
+    backbone_variables = {k: v["backbone"] for k, v in variables.items()}
+    directory = str(tmp_path / "cache")
+    kwargs = dict(batch_size=4, variants=2, augmentation=pipeline.Augmentation(), seed=1, dtype=np.float16,
+                  max_memory_bytes=0, directory=directory)
+    first = prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE, **kwargs)
+    again = prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE, **kwargs)
+    assert not first.reused and again.reused and again.describe()["reused"]
+    first_features = [np.array(array) for array in first.variants]      # copies: the files get rewritten below
+    for clip in range(len(clip_set)):
+        np.testing.assert_array_equal(again.variants[clip], first_features[clip])
+
+    changed = jax.tree.map(lambda x: x * 1.5, backbone_variables)      # other weights: other features
+    rebuilt = prefix_cache.build_prefix_cache(model.backbone, changed, clip_set, FREEZE, **kwargs)
+    assert not rebuilt.reused and not np.allclose(rebuilt.variants[0], first_features[0])
+    os.remove(os.path.join(directory, prefix_cache.KEY_FILE))          # as an interrupted build leaves it
+    assert not prefix_cache.build_prefix_cache(model.backbone, changed, clip_set, FREEZE, **kwargs).reused

@@ -16,12 +16,17 @@ as in training); a training sample draws one version at random each epoch.
 Features are stored in ``dtype`` (float16 halves the memory; the suffix casts
 them back to its compute dtype). When the cache would exceed
 ``max_memory_bytes`` it is written to ``.npy`` files under ``directory`` and
-memory-mapped, so the loader reads only the windows it uses.
+memory-mapped, so the loader reads only the windows it uses. A finished disk
+cache is stamped with a key (a hash of the prefix's variables, the clips, the
+endpoint, versions, augmentation, seed and dtype) and reused by a restarted run
+with the same key; a cache without the stamp (an interrupted build) is rebuilt.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from typing import Any, Callable, Iterable
 
@@ -48,6 +53,7 @@ class PrefixCache:
     variants: list[np.ndarray]
     num_bytes: int
     location: str              # 'memory' or the directory of the .npy files
+    reused: bool = False       # a finished disk cache of an earlier run with the same key
 
     @property
     def num_variants(self) -> int:
@@ -57,7 +63,7 @@ class PrefixCache:
         first = self.variants[0]
         return {"endpoint": self.endpoint, "variants": self.num_variants,
                 "feature_shape": list(first.shape[2:]), "dtype": str(first.dtype),
-                "megabytes": round(self.num_bytes / 2**20, 2), "location": self.location}
+                "megabytes": round(self.num_bytes / 2**20, 2), "location": self.location, "reused": self.reused}
 
 
 def prefix_fn(backbone: Any, backbone_variables: Any, endpoint: str) -> Callable[[np.ndarray], jax.Array]:
@@ -77,6 +83,37 @@ def _version(frames: np.ndarray, version: int, augmentation: Augmentation, seed:
         return frames
     rng = np.random.default_rng([seed, clip, version])
     return augmentation(frames, rng)
+
+
+KEY_FILE = "cache_key.json"
+
+
+def cache_key(backbone_variables: Any, clip_set: ClipSet, endpoint: str, variants: int,
+              augmentation: Augmentation | None, seed: int, dtype: Any) -> str:
+    """A hash of everything the cached features depend on."""
+    digest = hashlib.sha256()
+    leaves, treedef = jax.tree.flatten(backbone_variables)
+    digest.update(str(treedef).encode())
+    for leaf in leaves:
+        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    digest.update(json.dumps([clip_set.name, clip_set.clip_ids.tolist(), [list(f.shape) for f in clip_set.frames],
+                              endpoint, variants, repr(augmentation), seed, str(np.dtype(dtype))]).encode())
+    return digest.hexdigest()
+
+
+def _reuse(directory: str, key: str, shapes: list[tuple[int, ...]], dtype: Any) -> list[np.ndarray] | None:
+    """The stored arrays of a finished cache with this key and these shapes, or None."""
+    try:
+        with open(os.path.join(directory, KEY_FILE)) as f:
+            if json.load(f)["key"] != key:
+                return None
+        arrays = [np.load(os.path.join(directory, f"clip{clip:05d}.npy"), mmap_mode="r")
+                  for clip in range(len(shapes))]
+    except (OSError, ValueError, KeyError):
+        return None
+    if any(a.shape != shape or a.dtype != np.dtype(dtype) for a, shape in zip(arrays, shapes)):
+        return None
+    return arrays
 
 
 def build_prefix_cache(
@@ -118,11 +155,20 @@ def build_prefix_cache(
     if on_disk and directory is None:
         raise ValueError(f"the {endpoint!r} cache needs {num_bytes / 2**30:.1f} GiB > "
                          f"{max_memory_bytes / 2**30:.1f} GiB of memory and no directory was given")
+    shapes = [(variants, int(length), *feature_shape) for length in clip_set.lengths]
     if on_disk:
         os.makedirs(directory, exist_ok=True)
+        key = cache_key(backbone_variables, clip_set, endpoint, variants, augmentation, seed, dtype)
+        reused = _reuse(directory, key, shapes, dtype)
+        if reused is not None:
+            features_set = dataclasses.replace(clip_set, frames=[array[0] for array in reused])
+            return PrefixCache(endpoint=endpoint, clip_set=features_set, variants=reused, num_bytes=num_bytes,
+                               location=directory, reused=True)
+        if os.path.exists(os.path.join(directory, KEY_FILE)):
+            os.remove(os.path.join(directory, KEY_FILE))
 
     def allocate(clip: int) -> np.ndarray:
-        shape = (variants, int(clip_set.lengths[clip]), *feature_shape)
+        shape = shapes[clip]
         if not on_disk:
             return np.empty(shape, dtype)
         path = os.path.join(directory, f"clip{clip:05d}.npy")
@@ -161,6 +207,9 @@ def build_prefix_cache(
     for array in stored:
         if isinstance(array, np.memmap):
             array.flush()
+    if on_disk:
+        with open(os.path.join(directory, KEY_FILE), "w") as f:
+            json.dump({"key": key, "endpoint": endpoint}, f)
     features_set = dataclasses.replace(clip_set, frames=[array[0] for array in stored])
     return PrefixCache(endpoint=endpoint, clip_set=features_set, variants=stored, num_bytes=num_bytes,
                        location=directory if on_disk else "memory")
