@@ -12,15 +12,9 @@ from __future__ import annotations
 from os import PathLike
 from typing import Any
 
-from flax import traverse_util
-
-from merjax.weights.vggface2 import load_vggface2
+from merjax.weights.vggface2 import load_vggface2, variable_shapes
 
 Variables = dict[str, Any]
-
-
-def _shapes(tree: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
-    return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(dict(tree)).items()}
 
 
 def with_vggface2_backbone(variables: Variables, path: str | PathLike[str], *,
@@ -39,16 +33,15 @@ def with_vggface2_backbone(variables: Variables, path: str | PathLike[str], *,
     """
     arch = "senet50" if se else "resnet50"
     loaded = load_vggface2(path, arch, include_fc=False)
-    updated = dict(variables)
-    for collection in ("params", "batch_stats"):
-        expected = _shapes(variables[collection]["backbone"])
-        found = _shapes(loaded[collection])
-        for key in sorted(expected.keys() | found.keys()):
-            if expected.get(key) != found.get(key):
-                raise ValueError(
-                    f"{path}: VGGFace2 {arch} does not fit the configured backbone: "
-                    f"{collection}/backbone/{'/'.join(key)} is {found.get(key, 'absent')} in the file and "
-                    f"{expected.get(key, 'absent')} in the model (set model.backbone.stage_sizes=(3, 4, 6, 3), "
-                    f"width=64 and se_reduction={16 if se else 0} for published weights)")
-        updated[collection] = {**variables[collection], "backbone": loaded[collection]}
-    return updated
+    collections = ("params", "batch_stats")
+    expected = variable_shapes({c: variables[c]["backbone"] for c in collections})
+    found = variable_shapes(loaded)
+    for collection, key in sorted(expected.keys() | found.keys()):
+        leaf = (collection, key)
+        if expected.get(leaf) != found.get(leaf):
+            raise ValueError(
+                f"{path}: VGGFace2 {arch} does not fit the configured backbone: "
+                f"{collection}/backbone/{'/'.join(key)} is {found.get(leaf, 'absent')} in the file and "
+                f"{expected.get(leaf, 'absent')} in the model (set model.backbone.stage_sizes=(3, 4, 6, 3), "
+                f"width=64 and se_reduction={16 if se else 0} for published weights)")
+    return {**variables, **{c: {**variables[c], "backbone": loaded[c]} for c in collections}}

@@ -46,7 +46,7 @@ def _read_state_dict(path: str | PathLike[str]) -> dict[str, np.ndarray]:
     return load_vggface2_pickle(path)
 
 
-def _leaves(tree: Any) -> dict[tuple[str, tuple[str, ...]], tuple[int, ...]]:
+def variable_shapes(tree: Any) -> dict[tuple[str, tuple[str, ...]], tuple[int, ...]]:
     """``(collection, module path)`` -> shape for every array of a variables tree."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     leaves = {}
@@ -102,7 +102,7 @@ def load_vggface2(path: str | PathLike[str], arch: str = "resnet50", *,
     model = _ARCHS[arch](num_classes=VGGFACE2_NUM_IDENTITIES if include_fc else None)
     template = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                               jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
-    expected, found = _leaves(template), _leaves(variables)
+    expected, found = variable_shapes(template), variable_shapes(variables)
 
     def describe(leaf: tuple[str, tuple[str, ...]]) -> str:
         return f"{resnet_state_dict_key(*leaf)!r} ({leaf[0]}/{'/'.join(leaf[1])})"
