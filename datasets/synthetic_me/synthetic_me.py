@@ -18,14 +18,13 @@ classes' clips identical to the config without it (same seed).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core import example_serializer
 
+from datasets.core.serialization import deterministic_serialization
 from datasets.synthetic_me import render
 from merjax.data import labels, schema
 
@@ -280,27 +279,6 @@ def generate_examples(config: SyntheticMEConfig) -> Iterator[tuple[str, dict[str
         example = to_example(config, synthesize_clip(config, spec, faces[spec.subject_index]))
         schema.validate(example, where=f"{DATASET_NAME}/{config.name}: {spec.clip}")
         yield spec.clip, example
-
-
-@contextlib.contextmanager
-def deterministic_serialization() -> Iterator[None]:
-    """Makes TFDS write every example's feature map in sorted key order while active.
-
-    TFDS stores an example as a ``tf.train.Example``, whose feature map the upb
-    protobuf runtime writes in an order that changes from process to process;
-    with sorted keys one seed gives byte-identical files in every process.
-    """
-    serializer = example_serializer.ExampleSerializer
-    original = serializer.serialize_example
-
-    def serialize_sorted(self: example_serializer.ExampleSerializer, example: Any) -> bytes:
-        return self.get_tf_example(example).SerializeToString(deterministic=True)
-
-    serializer.serialize_example = serialize_sorted
-    try:
-        yield
-    finally:
-        serializer.serialize_example = original
 
 
 class SyntheticMe(tfds.core.GeneratorBasedBuilder):

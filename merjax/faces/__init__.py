@@ -1,0 +1,17 @@
+"""Face boxes, 68-point landmarks (dlib, optional 2D-FAN) and the fixed per-clip face crop, for the builders."""
+
+from merjax.faces.crop import crop_frames, face_box, from_crop_coordinates, pixel_region, to_crop_coordinates
+from merjax.faces.landmarks import (
+    Box,
+    DlibLandmarks,
+    FanLandmarks,
+    FirstFace,
+    LandmarkDetector,
+    first_face,
+    make_detector,
+)
+
+__all__ = [
+    "Box", "DlibLandmarks", "FanLandmarks", "FirstFace", "LandmarkDetector", "crop_frames", "face_box",
+    "first_face", "from_crop_coordinates", "make_detector", "pixel_region", "to_crop_coordinates",
+]

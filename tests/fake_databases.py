@@ -1,0 +1,79 @@
+"""Small fake copies of the licensed databases, written with their real folder and file naming.
+
+Frames show a rendered synthetic face (``datasets.synthetic_me.render``) that
+dlib's detector finds, pasted into a larger canvas with a small drift per
+frame, so builder tests run the real face pipeline. Quirks are put in on
+purpose by the tests (gaps, stray files, a corrupt frame, a blank clip, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from datasets.synthetic_me import render
+
+CANVAS = (120, 160)   # (height, width) of a raw frame
+FACE_SIZE = 96        # dlib's HOG detector needs faces of about 80 px or more
+FACE_ORIGIN = (12, 32)  # (top, left) of the face in the canvas at frame 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeClip:
+    """One clip to write: the subject index picks the rendered identity; numbers are the frame numbers."""
+
+    subject_index: int
+    numbers: Sequence[int]
+    blank: bool = False          # no face in any frame
+
+
+def face_frames(subject_index: int, num_frames: int, blank: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [T,H,W,3] frames of a subject's face drifting by <= 2 px, and its [T,68,2] landmarks (x, y)."""
+    identity = render.sample_identity(np.random.default_rng([7, 0, subject_index]))
+    face = np.clip(render.render_neutral(identity, FACE_SIZE), 0, 255).astype(np.uint8)
+    rng = np.random.default_rng([7, 1, subject_index, num_frames])
+    frames = np.full((num_frames, *CANVAS, 3), 90, np.uint8)
+    landmarks = np.zeros((num_frames, 68, 2), np.float32)
+    for t in range(num_frames):
+        dy, dx = (int(v) for v in rng.integers(-2, 3, size=2))
+        top, left = FACE_ORIGIN[0] + dy, FACE_ORIGIN[1] + dx
+        if not blank:
+            frames[t, top:top + FACE_SIZE, left:left + FACE_SIZE] = face
+        landmarks[t] = identity.control_points[:68] * FACE_SIZE + (left, top)
+    return frames, landmarks
+
+
+def write_frames(folder: Path, clip: FakeClip, name: str, grayscale: bool = False) -> list[Path]:
+    """Writes the clip's frames as ``name.format(number)`` files in ``folder``; returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frames, _ = face_frames(clip.subject_index, len(clip.numbers), clip.blank)
+    paths = []
+    for frame, number in zip(frames, clip.numbers):
+        path = folder / name.format(number)
+        image = Image.fromarray(frame)
+        (image.convert("L") if grayscale else image).save(path)
+        paths.append(path)
+    return paths
+
+
+def corrupt(path: Path) -> None:
+    """Truncates an image file so that it no longer decodes."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def smic_clip_folder(root: Path, subject_folder: str, emotion: str, clip: str, cropped: bool = False,
+                     modality: str = "HS") -> Path:
+    """``root/[SMIC_all_cropped/]HS/s1/micro/negative/s1_ne_01`` (``emotion='non_micro'``: ``s1/non_micro/clip``)."""
+    tree = root / "SMIC_all_cropped" / modality if cropped else root / modality
+    if emotion == "non_micro":
+        return tree / subject_folder / "non_micro" / clip
+    return tree / subject_folder / "micro" / emotion / clip
+
+
+def smic_frame_name(cropped: bool) -> str:
+    return "reg_image{:06d}.bmp" if cropped else "image{:06d}.bmp"
