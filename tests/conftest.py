@@ -31,7 +31,8 @@ def make_clip_set(num_subjects: int = 4, clips_per_class: int = 2, num_classes: 
     return ClipSet(name="fake/clips", class_names=tuple(f"c{i}" for i in range(num_classes)), frames=frames,
                    landmarks=landmarks, labels=np.asarray(labels, np.int32), subjects=np.asarray(subjects),
                    clip_ids=np.asarray(clip_ids), fps=np.full(len(frames), 100.0, np.float32),
-                   apexes=np.asarray([len(f) // 2 for f in frames], np.int32))
+                   apexes=np.asarray([len(f) // 2 for f in frames], np.int32),
+                   datasets=np.full(len(frames), "fake"))
 
 
 def tiny_model_config(kind: str = "clip", temporal: str = "bilstm") -> ml_collections.ConfigDict:

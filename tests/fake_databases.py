@@ -29,9 +29,11 @@ class FakeClip:
     subject_index: int
     numbers: Sequence[int]
     blank: bool = False          # no face in any frame
+    faceless_first: int = 0      # the first frames show no face (a face found late)
 
 
-def face_frames(subject_index: int, num_frames: int, blank: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def face_frames(subject_index: int, num_frames: int, blank: bool = False,
+                faceless_first: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [T,H,W,3] frames of a subject's face drifting by <= 2 px, and its [T,68,2] landmarks (x, y)."""
     identity = render.sample_identity(np.random.default_rng([7, 0, subject_index]))
     face = np.clip(render.render_neutral(identity, FACE_SIZE), 0, 255).astype(np.uint8)
@@ -41,7 +43,7 @@ def face_frames(subject_index: int, num_frames: int, blank: bool = False) -> tup
     for t in range(num_frames):
         dy, dx = (int(v) for v in rng.integers(-2, 3, size=2))
         top, left = FACE_ORIGIN[0] + dy, FACE_ORIGIN[1] + dx
-        if not blank:
+        if not blank and t >= faceless_first:
             frames[t, top:top + FACE_SIZE, left:left + FACE_SIZE] = face
         landmarks[t] = identity.control_points[:68] * FACE_SIZE + (left, top)
     return frames, landmarks
@@ -50,7 +52,7 @@ def face_frames(subject_index: int, num_frames: int, blank: bool = False) -> tup
 def write_frames(folder: Path, clip: FakeClip, name: str, grayscale: bool = False) -> list[Path]:
     """Writes the clip's frames as ``name.format(number)`` files in ``folder``; returns the paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    frames, _ = face_frames(clip.subject_index, len(clip.numbers), clip.blank)
+    frames, _ = face_frames(clip.subject_index, len(clip.numbers), clip.blank, clip.faceless_first)
     paths = []
     for frame, number in zip(frames, clip.numbers):
         path = folder / name.format(number)

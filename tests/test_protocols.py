@@ -158,11 +158,11 @@ def test_kfold_by_sample_is_stratified_and_covers():
     assert all(np.array_equal(a.test, b.test) for a, b in zip(folds, first))
 
 
-def test_cross_dataset_trains_on_one_database_and_tests_on_another():
+def test_cross_database_trains_on_one_database_and_tests_on_another():
     datasets = ["casme2", "casme2", "casme2", "samm", "samm", "smic"]
     subjects = ["01", "01", "02", "01", "02", "s1"]
     labels = [0, 1, 1, 0, 1, 0]
-    fold = protocols.cross_dataset(datasets, subjects, labels, train="casme2", test="samm",
+    fold = protocols.cross_database(datasets, subjects, labels, train="casme2", test="samm",
                                    val_subjects=0, num_classes=2)
     assert fold.name == "cross_casme2_to_samm"
     np.testing.assert_array_equal(fold.train, [0, 1, 2])

@@ -18,7 +18,8 @@ FACES = FaceOptions(crop_size=32)
 
 
 def write_smic(root: Path, cropped: bool = False) -> None:
-    """s1: a clip with a frame gap and a stray file, a non_micro clip; s02 (padded): one corrupt frame;
+    """s1: a clip with a frame gap and a stray file, a non_micro clip whose face appears on frame 2;
+    s02 (padded): one corrupt frame;
     s3: a clip without a face; s7: an empty subject folder (as in real copies)."""
     name = fake.smic_frame_name(cropped)
     fake.write_frames(fake.smic_clip_folder(root, "s1", "negative", "s1_ne_01", cropped),
@@ -28,7 +29,7 @@ def write_smic(root: Path, cropped: bool = False) -> None:
     (po / "notes.txt").write_text("stray")
     (po / "Thumbs.db").write_bytes(b"\0")
     fake.write_frames(fake.smic_clip_folder(root, "s1", "non_micro", "s1_nm_01", cropped),
-                      fake.FakeClip(0, range(10, 14)), name)
+                      fake.FakeClip(0, range(10, 14), faceless_first=2), name)
     paths = fake.write_frames(fake.smic_clip_folder(root, "s02", "surprise", "s2_sur_01", cropped),
                               fake.FakeClip(1, range(500, 506)), name)
     fake.corrupt(paths[2])
@@ -95,6 +96,7 @@ def test_every_quirk_is_counted(hs_4class_dir: str) -> None:
         "absent_subject": ("skipped", 13),       # 16 SMIC-HS subjects, 3 with clips here
         "corrupt_frame": ("skipped", 1),
         "empty_subject_folder": ("fixed", 1),    # s7
+        "face_found_late": ("fixed", 1),         # s1_nm_01
         "frame_gap": ("fixed", 1),
         "no_face": ("skipped", 1),               # s3_ne_01
         "padded_subject_folder": ("fixed", 1),   # s02

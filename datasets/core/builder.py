@@ -114,13 +114,15 @@ class RealMEConfig(tfds.core.BuilderConfig):
     known_emotion_counts: Mapping[str, int] | None = None
     known_total: int | None = None
 
-    def expected_counts(self) -> dict[str, int] | None:
-        """Known clips per class (only the classes a known emotion word maps to), or None."""
-        if self.known_emotion_counts is None:
-            return None
-        mapped = {self.label_map.get(word.lower()) for word in self.known_emotion_counts}
-        totals = labels.mapped_counts(self.known_emotion_counts, self.label_map, self.class_names)
-        return {name: count for name, count in totals.items() if name in mapped}
+
+
+def expected_class_counts(known_emotion_counts: Mapping[str, int] | None, config: RealMEConfig) -> dict[str, int] | None:
+    """Known clips per class under the config's map (only classes a known word maps to), or None."""
+    if known_emotion_counts is None:
+        return None
+    mapped = {config.label_map.get(word.lower()) for word in known_emotion_counts}
+    totals = labels.mapped_counts(known_emotion_counts, config.label_map, config.class_names)
+    return {name: count for name, count in totals.items() if name in mapped}
 
 
 def select_span(source: ClipSource, quirks: QuirkLog) -> list[FrameFile]:
@@ -176,6 +178,16 @@ def clip_example(source: ClipSource, label: int, options: FaceOptions, detector:
     if read is None:
         return None
     images, numbers = read
+    return face_example(source, images, numbers, label, options, detector, quirks)
+
+
+def face_example(source: ClipSource, images: np.ndarray, numbers: Sequence[int], label: int, options: FaceOptions,
+                 detector: face_ops.LandmarkDetector, quirks: QuirkLog) -> dict[str, Any] | None:
+    """The frames read for ``source`` (uint8 [T,H,W,3], their frame numbers) face-cropped into an example.
+
+    None when no face is found (logged). ``clip_example`` calls it after reading
+    a frame folder; builders reading frames otherwise (videos) call it directly.
+    """
     found = face_ops.first_face(images, detector, options.max_face_tries)
     if found is None:
         quirks.skipped("no_face", source.where, f"no face in the first {min(options.max_face_tries, len(images))} "
@@ -278,10 +290,14 @@ class RealMEBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             yield f"{source.dataset}/{source.subject}/{source.clip}", example
         self.info.metadata.update(self._report(sources, written, quirks))
 
+    def known_emotion_counts(self) -> Mapping[str, int] | None:
+        """Clips per emotion word of the database release read (default: the config's)."""
+        return self.builder_config.known_emotion_counts
+
     def _report(self, sources: list[ClipSource], written: Mapping[str, int], quirks: QuirkLog) -> dict[str, Any]:
         config = self.builder_config
         counts = {name: written.get(name, 0) for name in config.class_names}
-        expected = config.expected_counts()
+        expected = expected_class_counts(self.known_emotion_counts(), config)
         if expected is None and config.known_total is not None:
             expected = {"total": config.known_total}
             differences = count_differences({"total": sum(counts.values())}, expected)

@@ -171,8 +171,9 @@ def _find_table(path: Path, sheets: Mapping[str, list[tuple[Any, ...]]],
                 continue
             missing = [field for field in _REQUIRED if field not in columns]
             if missing:
-                wanted = ", ".join(repr(_COLUMNS[field][0]) for field in missing)
-                raise ValueError(f"{path}: sheet {title!r} header row {index + 1} has no column for {wanted} "
+                wanted = "; ".join(f"{field} (one of {'/'.join(_COLUMNS[field])})" for field in missing)
+                raise ValueError(f"{path}: sheet {title!r} header row {index + 1} has no column for {wanted}, "
+                                 "ignoring case, spaces and punctuation "
                                  f"(header: {[cell for cell in row if cell is not None]})")
             return title, index, columns
     raise ValueError(f"{path}: no header row with 'Subject' and 'Filename' in the first {HEADER_SCAN_ROWS} "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import grain
@@ -43,6 +43,7 @@ class ClipSet:
     clip_ids: np.ndarray            # [num_clips] str
     fps: np.ndarray                 # [num_clips] float32
     apexes: np.ndarray              # [num_clips] int32 apex frame index, -1 where unknown
+    datasets: np.ndarray            # [num_clips] str, the database each clip comes from
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -87,7 +88,7 @@ def load_clips(dataset_dir: str, image_size: int, split: str = "train",
     if split not in builder.info.splits:
         raise KeyError(f"{dataset_dir!r} has no split {split!r}; it has {list(builder.info.splits)}")
     source = builder.as_data_source(split=split)
-    frames, landmarks, labels, subjects, clip_ids, fps, apexes = [], [], [], [], [], [], []
+    frames, landmarks, labels, subjects, clip_ids, fps, apexes, datasets = [], [], [], [], [], [], [], []
     for index in progress(range(len(source)), desc=f"loading {builder.info.full_name}", leave=False):
         try:
             example = source[index]
@@ -103,6 +104,7 @@ def load_clips(dataset_dir: str, image_size: int, split: str = "train",
         clip_ids.append(schema.decode_text(example["clip"]))
         fps.append(float(example["fps"]))
         apexes.append(int(example["apex"]))
+        datasets.append(schema.decode_text(example["dataset"]))
     return ClipSet(
         name=builder.info.full_name,
         class_names=tuple(builder.info.features["label"].names),
@@ -113,6 +115,28 @@ def load_clips(dataset_dir: str, image_size: int, split: str = "train",
         clip_ids=np.asarray(clip_ids),
         fps=np.asarray(fps, np.float32),
         apexes=np.asarray(apexes, np.int32),
+        datasets=np.asarray(datasets),
+    )
+
+
+def concat_clip_sets(clip_sets: Sequence[ClipSet]) -> ClipSet:
+    """One ClipSet of several prepared datasets (cross-database protocols); class sets must agree.
+
+    Raises:
+      ValueError: naming the datasets whose class names differ.
+    """
+    first = clip_sets[0]
+    for other in clip_sets[1:]:
+        if other.class_names != first.class_names:
+            raise ValueError(f"cannot combine {first.name} (classes {first.class_names}) with {other.name} "
+                             f"(classes {other.class_names}): build both with the same class set")
+    return ClipSet(
+        name="+".join(clip_set.name for clip_set in clip_sets),
+        class_names=first.class_names,
+        frames=[clip for clip_set in clip_sets for clip in clip_set.frames],
+        landmarks=[clip for clip_set in clip_sets for clip in clip_set.landmarks],
+        **{field: np.concatenate([getattr(clip_set, field) for clip_set in clip_sets])
+           for field in ("labels", "subjects", "clip_ids", "fps", "apexes", "datasets")},
     )
 
 

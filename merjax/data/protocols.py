@@ -1,4 +1,4 @@
-"""Evaluation protocols: k-fold by subject, leave-one-subject-out, cross-dataset, k-fold by sample.
+"""Evaluation protocols: k-fold by subject, LOSO (also over a composite of databases), cross-database, k-fold by sample.
 
 Micro-expression databases have few subjects and many clips per subject, and a
 model that has seen a face in training scores far higher on that face's clips.
@@ -108,7 +108,26 @@ def loso(
     ]
 
 
-def cross_dataset(
+def composite_loso(
+    datasets: Sequence[str],
+    subjects: Sequence[str],
+    labels: Sequence[int],
+    *,
+    seed: int = 0,
+    val_subjects: int = 1,
+    num_classes: int | None = None,
+) -> list[Fold]:
+    """LOSO over a composite of databases (MEGC 2019: SMIC + CASME II + SAMM, 68 subjects).
+
+    A subject is ``<dataset>/<subject>``, so equal ids from different
+    databases stay different subjects; folds are named ``loso_<dataset>/<subject>``.
+    Report UF1/UAR on the predictions pooled over all folds (MEGC convention).
+    """
+    return loso(subject_keys(datasets, subjects), labels, seed=seed, val_subjects=val_subjects,
+                num_classes=num_classes)
+
+
+def cross_database(
     datasets: Sequence[str],
     subjects: Sequence[str],
     labels: Sequence[int],
@@ -119,7 +138,7 @@ def cross_dataset(
     val_subjects: int = 1,
     num_classes: int | None = None,
 ) -> Fold:
-    """Trains on one database and tests on another (seed 003: SAMM <-> CASME II).
+    """Trains on one database and tests on another (seed 003: SAMM <-> CASME II); ``datasets`` per example.
 
     The fold is named ``cross_<train>_to_<test>``; examples of any other
     database are on no side. Validation subjects come from the training

@@ -19,18 +19,22 @@ INDEX_KEYS = ("onset", "apex", "offset")
 UNKNOWN_INDEX = -1
 
 
-def features(class_names: Sequence[str], image_size: int | None = None) -> tfds.features.FeaturesDict:
+def features(class_names: Sequence[str] | None, image_size: int | None = None) -> tfds.features.FeaturesDict:
     """Returns the TFDS features of the shared example schema.
 
     Args:
-      class_names: the builder config's class set, in label order.
+      class_names: the builder config's class set, in label order; None where
+        the classes are known only at build time (``clip_folder`` reads them
+        from the user's CSV): the builder then sets
+        ``info.features["label"].names`` before writing examples.
       image_size: the square crop size, or None where crops vary in size.
     """
     return tfds.features.FeaturesDict({
         "frames": tfds.features.Tensor(
             shape=(None, image_size, image_size, 3), dtype=np.uint8, encoding="zlib"),
         "landmarks": tfds.features.Tensor(shape=(None, NUM_LANDMARKS, 2), dtype=np.float32),
-        "label": tfds.features.ClassLabel(names=list(class_names)),
+        "label": (tfds.features.ClassLabel() if class_names is None
+                  else tfds.features.ClassLabel(names=list(class_names))),
         "emotion": tfds.features.Text(),
         "subject": tfds.features.Text(),
         "clip": tfds.features.Text(),

@@ -1,6 +1,12 @@
 """Face boxes, 68-point landmarks (dlib, optional 2D-FAN) and the fixed per-clip face crop, for the builders."""
 
-from merjax.faces.crop import crop_frames, face_box, from_crop_coordinates, pixel_region, to_crop_coordinates
+from merjax.faces.crop import (
+    crop_frames,
+    face_box,
+    from_crop_coordinates,
+    pixel_region,
+    to_crop_coordinates,
+)
 from merjax.faces.landmarks import (
     Box,
     DlibLandmarks,

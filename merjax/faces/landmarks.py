@@ -25,7 +25,8 @@ import dataclasses
 import importlib.util
 import math
 import pathlib
-from typing import Any, NamedTuple, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
 
 import cv2
 import numpy as np
@@ -49,6 +50,8 @@ class Box:
     bottom: float
 
     def __post_init__(self) -> None:
+        for field in ("left", "top", "right", "bottom"):  # plain floats, also from numpy scalars
+            object.__setattr__(self, field, float(getattr(self, field)))
         corners = (self.left, self.top, self.right, self.bottom)
         if not all(math.isfinite(v) for v in corners):
             raise ValueError(f"box corners must be finite, got {self}")
@@ -190,13 +193,16 @@ class DlibLandmarks:
 
         image = check_image(image)
         _, predictor = self._loaded()
-        rectangle = dlib.rectangle(*(int(round(v)) for v in (box.left, box.top, box.right, box.bottom)))
+        rectangle = dlib.rectangle(*(round(v) for v in (box.left, box.top, box.right, box.bottom)))
         shape = predictor(image, rectangle)
         return np.array([(point.x, point.y) for point in shape.parts()], np.float32)
 
 
 # --------------------------------------------------------------------------- #
 # 2D-FAN (face-alignment): heatmap regression from a 256x256 crop.
+# Preprocessing and decoding reimplement face_alignment/utils.py (crop,
+# get_preds_fromhm, transform) and api.py (get_landmarks_from_image) of
+# face-alignment 1.4.1 / 1.5.0, which agree on them (github.com/1adrianb/face-alignment).
 # --------------------------------------------------------------------------- #
 
 FAN_INPUT_SIZE = 256
