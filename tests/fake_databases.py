@@ -79,3 +79,23 @@ def smic_clip_folder(root: Path, subject_folder: str, emotion: str, clip: str, c
 
 def smic_frame_name(cropped: bool) -> str:
     return "reg_image{:06d}.bmp" if cropped else "image{:06d}.bmp"
+
+
+def write_video(path: Path, subject_index: int, num_frames: int, fps: float = 25.0) -> int:
+    """Writes a subject's drifting face as an MJPG ``.avi`` (OpenCV); returns the frames read back from it."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames, _ = face_frames(subject_index, num_frames)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (CANVAS[1], CANVAS[0]))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write MJPG video {path}")
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    capture = cv2.VideoCapture(str(path))
+    read = 0
+    while capture.read()[0]:
+        read += 1
+    capture.release()
+    return read

@@ -136,6 +136,20 @@ def find_clips(root: Path, modality: str, with_non_micro: bool, quirks: QuirkLog
     return sources
 
 
+def locate_clips(manual_dir: Path, modality: str, tree: str, with_non_micro: bool, quirks: QuirkLog,
+                 builder: str = DATASET) -> list[ClipSource]:
+    """The clips of one modality and tree under ``manual_dir``; ManualDirError if there are none."""
+    root = find_tree(manual_dir, modality, tree)
+    if root is None:
+        folder = ("SMIC_all_cropped/" if tree == "cropped" else "") + MODALITIES[modality][0]
+        raise layout.manual_dir_error(
+            builder, manual_dir, f"no {folder} folder with subject folders (s1, s2, ...) found", LAYOUT)
+    sources = find_clips(root, modality, with_non_micro, quirks)
+    if not sources:
+        raise layout.manual_dir_error(builder, root, "no clip folders with frames found", LAYOUT)
+    return sources
+
+
 class Smic(RealMEBuilder):
     """SMIC micro-expression clips (Oulu): HS 100 fps, VIS/NIR 25 fps, raw or cropped tree."""
 
@@ -144,13 +158,5 @@ class Smic(RealMEBuilder):
 
     def find_clips(self, manual_dir: Path, quirks: QuirkLog) -> list[ClipSource]:
         config = self.builder_config
-        modality = config.name.split("_")[0]
-        root = find_tree(manual_dir, modality, config.tree)
-        if root is None:
-            folder = ("SMIC_all_cropped/" if config.tree == "cropped" else "") + MODALITIES[modality][0]
-            raise layout.manual_dir_error(
-                self.name, manual_dir, f"no {folder} folder with subject folders (s1, s2, ...) found", LAYOUT)
-        sources = find_clips(root, modality, NON_MICRO in config.class_names, quirks)
-        if not sources:
-            raise layout.manual_dir_error(self.name, root, "no clip folders with frames found", LAYOUT)
-        return sources
+        return locate_clips(manual_dir, config.name.split("_")[0], config.tree, NON_MICRO in config.class_names,
+                            quirks, self.name)

@@ -1,0 +1,209 @@
+"""The ``clip_folder`` builder on a researcher-style tree: frame folders and videos listed in labels.csv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from datasets import build
+from datasets.clip_folder import clip_folder
+from datasets.core.builder import FaceOptions, read_build_report
+from datasets.core.layout import ManualDirError
+from datasets.core.quirks import QuirkLog
+from merjax.data import schema
+from tests import fake_databases as fake
+
+FACES = FaceOptions(crop_size=32)
+FRAME = "frame_{:04d}.png"
+
+CSV = """\
+Subject, Clip ,Label,Onset,Apex,Offset,FPS,notes
+s1,c1,positive,1001,1004,1006,200,folder under its subject
+s2,c2,negative,,,,,flat folder without fps
+s2,v1,surprise,,2,,,video under its subject: the container's fps
+s3,v2.avi,negative,1,3,4,100,flat video named with its suffix; 0 and 5 trimmed
+,,,,,,,
+s1,c1,surprise,,,,,duplicate of line 2
+s4,gone,positive,,,,,missing
+s1,c3,positive,2,9,5,200,apex outside onset..offset
+s3,bad,negative,,,,,unreadable video
+s5,blank,positive,,,,30,no face
+s7,empty,positive,,,,30,empty folder
+s6,c2,negative,,,,,same folder as line 3
+s2,c5,positive,,-1,,50,folder and video: the folder is used
+"""
+
+
+def write_tree(root: Path) -> None:
+    (root / "labels.csv").write_text(CSV)
+    fake.write_frames(root / "s1" / "c1", fake.FakeClip(0, range(1001, 1007)), FRAME)
+    (root / "s1" / "c1" / "notes.txt").write_text("stray")
+    fake.write_frames(root / "c2", fake.FakeClip(1, range(1, 6)), "s2_take2_{}.png")   # the last number counts
+    assert fake.write_video(root / "s2" / "v1.avi", 1, 6, fps=25.0) == 6
+    assert fake.write_video(root / "v2.avi", 2, 6, fps=30.0) == 6
+    fake.write_frames(root / "s1" / "c3", fake.FakeClip(0, range(1, 7)), FRAME)
+    (root / "s3").mkdir()
+    (root / "s3" / "bad.avi").write_bytes(b"not a video" * 50)
+    fake.write_frames(root / "s5" / "blank", fake.FakeClip(3, range(4), blank=True), FRAME)
+    (root / "s7" / "empty").mkdir(parents=True)
+    fake.write_frames(root / "s2" / "c5", fake.FakeClip(1, range(10, 13)), FRAME)
+    (root / "s2" / "c5.avi").write_bytes(b"\0")
+    fake.write_frames(root / "s1" / "extra", fake.FakeClip(0, range(3)), FRAME)   # unlisted
+    (root / "stray.mkv").write_bytes(b"\0")                                          # unlisted
+    (root / "README.txt").write_text("not a clip")
+
+
+def read_examples(dataset_dir: str) -> dict[str, dict]:
+    source = tfds.builder_from_directory(dataset_dir).as_data_source(split="train")
+    return {schema.decode_text(example["clip"]): example for example in source}
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("my_me")
+    write_tree(root)
+    return build.build("clip_folder", str(tmp_path_factory.mktemp("data")), str(root), faces=FACES)
+
+
+def test_clips_labels_and_ids_follow_the_csv(dataset_dir: str) -> None:
+    examples = read_examples(dataset_dir)
+    assert sorted(examples) == ["c1", "c2", "c3", "c5", "v1", "v2.avi"]
+    names = tfds.builder_from_directory(dataset_dir).info.features["label"].names
+    assert names == ["negative", "positive", "surprise"]   # sorted labels of the accepted rows
+    labels = {clip: names[int(e["label"])] for clip, e in examples.items()}
+    assert labels == {"c1": "positive", "c2": "negative", "c3": "positive", "c5": "positive", "v1": "surprise",
+                      "v2.avi": "negative"}
+    assert {clip: schema.decode_text(e["emotion"]) for clip, e in examples.items()} == labels
+    subjects = {clip: schema.decode_text(e["subject"]) for clip, e in examples.items()}
+    assert subjects == {"c1": "s1", "c2": "s2", "c3": "s1", "c5": "s2", "v1": "s2", "v2.avi": "s3"}
+    assert {schema.decode_text(e["dataset"]) for e in examples.values()} == {"clip_folder"}
+
+
+def test_spans_apexes_and_fps(dataset_dir: str) -> None:
+    examples = read_examples(dataset_dir)
+    got = {clip: (len(e["frames"]), int(e["onset"]), int(e["apex"]), int(e["offset"]), float(e["fps"]))
+           for clip, e in examples.items()}
+    assert got == {
+        "c1": (6, 0, 3, 5, 200.0),    # apex frame 1004 of 1001..1006
+        "c2": (5, 0, -1, 4, 0.0),     # no fps anywhere: 0.0
+        "c3": (4, 0, -1, 3, 200.0),   # frames 2..5; apex 9 outside onset..offset
+        "c5": (3, 0, -1, 2, 50.0),    # apex -1 = unknown
+        "v1": (6, 0, 2, 5, 25.0),     # video apex index 2; fps from the container
+        "v2.avi": (4, 0, 2, 3, 100.0),  # indices 1..4, apex 3; the CSV fps overrides the container's 30
+    }
+    for clip, example in examples.items():
+        schema.validate(example, where=clip)
+        assert example["frames"].shape[1:] == (32, 32, 3)
+        first = example["landmarks"][0]
+        assert first.min() >= 0 and first.max() <= 32, clip
+        assert first[36:48].mean(0)[1] < first[48:68].mean(0)[1], clip   # eyes above the mouth
+
+
+def test_video_frames_are_rgb(dataset_dir: str) -> None:
+    examples = read_examples(dataset_dir)
+    # the same rendered subject as a PNG folder (c5: subject 1) and as a video (v1): colours agree, not swapped
+    folder, video = examples["c5"]["frames"][0].astype(float), examples["v1"]["frames"][0].astype(float)
+    channel_means = folder.mean((0, 1)), video.mean((0, 1))
+    assert np.argsort(channel_means[0]).tolist() == np.argsort(channel_means[1]).tolist()
+
+
+def test_every_quirk_is_counted(dataset_dir: str) -> None:
+    report = read_build_report(dataset_dir)
+    counts = {kind: (entry["action"], entry["count"]) for kind, entry in report["quirks"].items()}
+    assert counts == {
+        "ambiguous_clip": ("fixed", 1),            # s2/c5/ and s2/c5.avi
+        "apex_outside": ("fixed", 1),              # c3
+        "blank_row": ("fixed", 1),
+        "clip_used_twice": ("skipped", 1),         # s6,c2 -> c2/ of s2
+        "duplicate_row": ("skipped", 1),           # s1,c1 again
+        "empty_clip_folder": ("skipped", 1),       # s7/empty
+        "fps_unknown": ("fixed", 1),               # c2
+        "missing_clip": ("skipped", 1),            # s4/gone
+        "no_face": ("skipped", 1),                 # s5/blank
+        "stray_file": ("skipped", 1),              # s1/c1/notes.txt
+        "trimmed_to_onset_offset": ("fixed", 2),   # c3, v2.avi
+        "unlisted_clip": ("skipped", 2),           # s1/extra, stray.mkv
+        "unreadable_video": ("skipped", 1),        # s3/bad.avi
+    }
+    assert "line 7 repeats line 2" in report["quirks"]["duplicate_row"]["examples"][0]
+    assert report["class_counts"] == {"negative": 2, "positive": 3, "surprise": 1}
+    assert report["count_differences"] is None
+    assert report["csv"].endswith("labels.csv")
+
+
+def test_reopened_builder_keeps_the_class_names(dataset_dir: str) -> None:
+    data_dir = str(Path(dataset_dir).parents[2])
+    builder = build.make_builder("clip_folder", data_dir, FACES)
+    assert builder.is_prepared()
+    assert builder.info.features["label"].names == ["negative", "positive", "surprise"]
+
+
+def test_overwrite_with_other_classes(tmp_path: Path) -> None:
+    root = tmp_path / "mine"
+    fake.write_frames(root / "a", fake.FakeClip(0, range(3)), FRAME)
+    (root / "labels.csv").write_text("subject,clip,label\ns1,a,happy\n")
+    data_dir = str(tmp_path / "data")
+    build.build("clip_folder", data_dir, str(root), faces=FACES)
+    (root / "labels.csv").write_text("subject,clip,label,fps\ns1,a,sad,10\n")
+    dataset_dir = build.build("clip_folder", data_dir, str(root), overwrite=True, faces=FACES)
+    assert tfds.builder_from_directory(dataset_dir).info.features["label"].names == ["sad"]
+    assert float(read_examples(dataset_dir)["a"]["fps"]) == 10.0
+
+
+def test_csv_found_one_level_down(tmp_path: Path) -> None:
+    root = tmp_path / "copy" / "release"
+    fake.write_frames(root / "s1" / "a", fake.FakeClip(0, range(3)), FRAME)
+    (root / "LABELS.csv").write_text("subject,clip,label\ns1,a,happy\n")
+    assert clip_folder.find_csv(tmp_path / "copy") == root / "LABELS.csv"
+
+
+def test_missing_required_column_names_file_and_column(tmp_path: Path) -> None:
+    root = tmp_path / "mine"
+    fake.write_frames(root / "a", fake.FakeClip(0, range(3)), FRAME)
+    (root / "labels.csv").write_text("subject,clip,emotion\ns1,a,happy\n")
+    with pytest.raises(ValueError, match=r"labels\.csv line 1: missing required column\(s\) label") as error:
+        build.build("clip_folder", str(tmp_path / "data"), str(root), faces=FACES)
+    assert str(root / "labels.csv") in str(error.value)
+    (root / "labels.csv").write_text("subject;clip;label\ns1;a;happy\n")
+    with pytest.raises(ValueError, match="comma separated"):
+        clip_folder.read_labels_csv(root / "labels.csv", QuirkLog())
+
+
+@pytest.mark.parametrize("row, message", [
+    ("s1,a,happy,abc,,", r"line 3: onset 'abc' is not a frame number"),
+    ("s1,a,happy,,2.5,", r"line 3: apex '2.5' is not a frame number"),
+    ("s1,a,happy,5,,2", r"line 3: onset 5 is after offset 2"),
+    ("s1,,happy,,,", r"line 3: empty clip cell"),
+    ("s1,a,happy,,,,x", r"line 3: 7 cells but the header has 6"),
+])
+def test_bad_value_names_file_line_and_value(tmp_path: Path, row: str, message: str) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text(f"subject,clip,label,onset,apex,offset\ns0,z,sad,1.0,,\n{row}\n")
+    with pytest.raises(ValueError, match=message) as error:
+        clip_folder.read_labels_csv(path, QuirkLog())
+    assert str(path) in str(error.value)
+
+
+def test_bad_onset_fails_the_build(tmp_path: Path) -> None:
+    root = tmp_path / "mine"
+    fake.write_frames(root / "a", fake.FakeClip(0, range(3)), FRAME)
+    (root / "labels.csv").write_text("subject,clip,label,onset\ns1,a,happy,first\n")
+    with pytest.raises(ValueError, match=r"labels\.csv line 2: onset 'first'"):
+        build.build("clip_folder", str(tmp_path / "data"), str(root), faces=FACES)
+
+
+def test_empty_or_wrong_manual_dir_shows_the_layout(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ManualDirError, match="does not exist or is empty") as error:
+        build.build("clip_folder", str(tmp_path / "data"), str(tmp_path / "empty"), faces=FACES)
+    assert "ROOT/labels.csv" in str(error.value) and "subject,clip,label[,onset,apex,offset,fps]" in str(error.value)
+    fake.write_frames(tmp_path / "no_csv" / "s1" / "a", fake.FakeClip(0, range(2)), FRAME)
+    with pytest.raises(ManualDirError, match="no labels.csv found") as error:
+        build.build("clip_folder", str(tmp_path / "data"), str(tmp_path / "no_csv"), faces=FACES)
+    assert "s1/" in str(error.value)   # what is there instead
+    (tmp_path / "no_csv" / "labels.csv").write_text("subject,clip,label\ns9,zz,happy\n")
+    with pytest.raises(ManualDirError, match="none of the 1 clips listed in labels.csv was found"):
+        build.build("clip_folder", str(tmp_path / "data"), str(tmp_path / "no_csv"), faces=FACES)
