@@ -23,7 +23,7 @@ import dataclasses
 import importlib
 import pkgutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import tensorflow_datasets as tfds
 
@@ -91,10 +91,9 @@ def build(name: str, data_dir: str, manual_dir: str | None = None, overwrite: bo
     builder = make_builder(name, data_dir, faces)
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    # the file format is the builder's own (make_builder); passing it again here fails on a prepared copy
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode),
-        file_format=FILE_FORMAT,
-    )
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode))
     return str(builder.data_dir)
 
 
@@ -120,6 +119,22 @@ def ensure_built(name: str, data_dir: str, manual_dir: str | None = None,
             raise ValueError(f"{builder.data_dir} was built with face options {report['faces']}, not {wanted}; "
                              f"rebuild it (python -m datasets.build {name} --overwrite ...) or use another data_dir")
     return str(builder.data_dir)
+
+
+def ensure_all_built(names: str, data_dir: str, manual_dir: str | None = None,
+                     faces: Mapping[str, Any] | None = None) -> list[str]:
+    """``ensure_built`` for each of ``NAME[/CONFIG]+NAME[/CONFIG]...``; returns their directories.
+
+    ``faces`` (FaceOptions fields) applies to the real databases only; the
+    synthetic ones take none. One ``manual_dir`` may hold several databases:
+    each builder searches it for its own folders.
+    """
+    directories = []
+    for name in names.split("+"):
+        is_real = issubclass(_builder_class(split_name(name)[0]), RealMEBuilder)
+        options = FaceOptions(**faces) if is_real and faces is not None else None
+        directories.append(ensure_built(name, data_dir, manual_dir, options))
+    return directories
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from datasets.build import ensure_built
+from datasets.build import ensure_all_built
 from experiments import report
 from merjax.data import augment, pipeline, protocols
 from merjax.data.pipeline import ClipSet
@@ -32,14 +32,33 @@ from merjax.train.state import create_train_state, init_variables
 from merjax.weights.backbone import with_vggface2_backbone
 
 
+PROTOCOLS = ("kfold_by_subject", "loso", "composite_loso", "cross_database")
+
+
+def load_clip_set(config: ml_collections.ConfigDict) -> ClipSet:
+    """Builds ``data.name`` where needed (``A+B``: each) and loads it resized to ``data.image_size``."""
+    directories = ensure_all_built(config.data.name, config.data.data_dir, config.data.manual_dir or None,
+                                   config.data.faces.to_dict())
+    clip_sets = [pipeline.load_clips(directory, config.data.image_size, progress=tqdm) for directory in directories]
+    return clip_sets[0] if len(clip_sets) == 1 else pipeline.concat_clip_sets(clip_sets)
+
+
 def make_folds(config: ml_collections.ConfigDict, clip_set: ClipSet) -> list[protocols.Fold]:
     kind = config.protocol.kind
     common = dict(val_subjects=config.protocol.val_subjects, num_classes=clip_set.num_classes)
     if kind == "kfold_by_subject":
-        return protocols.kfold_by_subject(clip_set.subjects, clip_set.labels, config.protocol.k, config.seed, **common)
+        subjects = protocols.subject_keys(clip_set.datasets, clip_set.subjects)
+        return protocols.kfold_by_subject(subjects, clip_set.labels, config.protocol.k, config.seed, **common)
     if kind == "loso":
         return protocols.loso(clip_set.subjects, clip_set.labels, seed=config.seed, **common)
-    raise ValueError(f"unknown protocol {kind!r}; choose 'kfold_by_subject' or 'loso'")
+    if kind == "composite_loso":
+        return protocols.composite_loso(clip_set.datasets, clip_set.subjects, clip_set.labels, seed=config.seed,
+                                        val_subjects=config.protocol.val_subjects)
+    if kind == "cross_database":
+        return [protocols.cross_database(clip_set.datasets, clip_set.subjects, clip_set.labels,
+                                         train=config.protocol.train, test=config.protocol.test, seed=config.seed,
+                                         **common)]
+    raise ValueError(f"unknown protocol {kind!r}; choose one of {PROTOCOLS}")
 
 
 def training_samples(config: ml_collections.ConfigDict, clip_set: ClipSet, clip_indices: np.ndarray,
@@ -273,8 +292,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
-    dataset_dir = ensure_built(config.data.name, config.data.data_dir, config.data.manual_dir or None)
-    clip_set = pipeline.load_clips(dataset_dir, config.data.image_size, progress=tqdm)
+    clip_set = load_clip_set(config)
     folds = make_folds(config, clip_set)
     compiled = compile_run(config, clip_set, workdir)
     results = [run_fold(config, clip_set, fold, i, compiled, workdir) for i, fold in enumerate(folds)]

@@ -40,7 +40,6 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from datasets.build import ensure_built
 from experiments import cli, cv
 from merjax import interpret
 from merjax.data import pipeline, protocols
@@ -220,8 +219,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
-    dataset_dir = ensure_built(config.data.name, config.data.data_dir, config.data.manual_dir or None)
-    clip_set = pipeline.load_clips(dataset_dir, config.data.image_size, progress=tqdm)
+    clip_set = cv.load_clip_set(config)
     folds = cv.make_folds(config, clip_set)
     if not 0 <= config.gradcam.fold < len(folds):
         raise ValueError(f"gradcam.fold={config.gradcam.fold} but the protocol has {len(folds)} folds")

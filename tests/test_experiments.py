@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from flax.traverse_util import flatten_dict
 from experiments import cv
 from experiments.configs import smic_bilstm, smic_vggface2
 from merjax.data import pipeline
+from tests.conftest import make_clip_set
 from merjax.train.checkpoint import Checkpointer
 from merjax.train.state import create_train_state
 
@@ -108,7 +110,7 @@ def test_smoke_with_frozen_cached_prefix_keeps_the_prefix(tmp_path, tiny_data_di
     assert prefix["location"] == "memory" and prefix["dtype"] == "float16"
     assert "Backbone frozen up to `layer2`" in open(os.path.join(workdir, "summary.md")).read()
 
-    clip_set = pipeline.load_clips(cv.ensure_built(config.data.name, tiny_data_dir), config.data.image_size)
+    clip_set = cv.load_clip_set(config)
     compiled = cv.compile_run(config, clip_set)
     fold = summary["folds"][0]["name"]
     result = json.load(open(os.path.join(workdir, fold, "result.json")))
@@ -122,3 +124,46 @@ def test_smoke_with_frozen_cached_prefix_keeps_the_prefix(tmp_path, tiny_data_di
             np.testing.assert_array_equal(value, initial[path], err_msg=str(path))
         elif path[-1] == "kernel":
             assert not np.allclose(value, initial[path]), path
+
+
+def _write_small_smic(root) -> None:
+    """4 subjects x 3 classes x 1 clip of 8 frames, with SMIC's real naming."""
+    from tests import fake_databases as fake
+    for index, subject in enumerate(("s1", "s2", "s3", "s4")):
+        for emotion, short in (("negative", "ne"), ("positive", "po"), ("surprise", "sur")):
+            fake.write_frames(fake.smic_clip_folder(root, subject, emotion, f"{subject}_{short}_01"),
+                              fake.FakeClip(index, range(100, 108)), fake.smic_frame_name(cropped=False))
+
+
+@pytest.mark.slow
+def test_smoke_on_a_real_database_layout_builds_it_with_faces_and_runs(tmp_path):
+    """``--config.data.name=smic/hs --config.data.manual_dir=...``: the builder runs, then the CV."""
+    _write_small_smic(tmp_path / "SMIC")
+    config = smic_bilstm.get_config("smoke")
+    config.data.name = "smic/hs"
+    config.data.manual_dir = str(tmp_path / "SMIC")
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.data.faces.crop_size = 40
+    summary = cv.run(config, str(tmp_path / "run"))
+    _check_summary(summary, str(tmp_path / "run"))
+    assert summary["num_clips"] == 12
+    assert os.path.isfile(tmp_path / "tfds" / "smic" / "hs" / "1.0.0" / "metadata.json")
+
+
+def test_cross_database_and_composite_loso_folds_from_the_config():
+    first, second = make_clip_set(num_subjects=3), make_clip_set(num_subjects=2)
+    clip_set = pipeline.concat_clip_sets([
+        dataclasses.replace(first, datasets=np.full(len(first), "samm")),
+        dataclasses.replace(second, datasets=np.full(len(second), "casme2"))])
+    config = smic_bilstm.get_config("smoke")
+    config.protocol.kind, config.protocol.train, config.protocol.test = "cross_database", "samm", "casme2"
+    (fold,) = cv.make_folds(config, clip_set)
+    assert set(clip_set.datasets[fold.train]) == {"samm"} and set(clip_set.datasets[fold.test]) == {"casme2"}
+    config.protocol.kind = "composite_loso"
+    folds = cv.make_folds(config, clip_set)
+    # both databases use subject ids s1, s2: five subjects, not three
+    assert sorted(f.name for f in folds) == sorted(
+        [f"loso_samm/s{i}" for i in (1, 2, 3)] + [f"loso_casme2/s{i}" for i in (1, 2)])
+    config.protocol.kind = "leave_two_out"
+    with pytest.raises(ValueError, match="unknown protocol 'leave_two_out'"):
+        cv.make_folds(config, clip_set)

@@ -118,9 +118,15 @@ def test_counts_are_checked_against_smic_hs(hs_4class_dir: str) -> None:
                                "detector_weights": "", "max_face_tries": 5}
 
 
-def test_three_class_config_leaves_non_micro_out(smic_root: Path, tmp_path: Path) -> None:
+def test_three_class_config_leaves_non_micro_out_and_overwrite_rebuilds(smic_root: Path, tmp_path: Path) -> None:
     dataset_dir = build.build("smic/hs", str(tmp_path), str(smic_root), faces=FACES)
     assert sorted(read_examples(dataset_dir)) == ["s1_ne_01", "s1_po_01", "s2_sur_01"]
+    (smic_root / "HS" / "s1" / "micro" / "positive" / "s1_po_01").rename(tmp_path / "moved_away")
+    try:
+        assert build.build("smic/hs", str(tmp_path), str(smic_root), overwrite=True, faces=FACES) == dataset_dir
+        assert sorted(read_examples(dataset_dir)) == ["s1_ne_01", "s2_sur_01"]
+    finally:
+        (tmp_path / "moved_away").rename(smic_root / "HS" / "s1" / "micro" / "positive" / "s1_po_01")
 
 
 def test_cropped_tree_with_every_frame_landmarks(tmp_path: Path) -> None:

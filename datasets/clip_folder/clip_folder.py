@@ -52,7 +52,7 @@ tif) ordered by the LAST number in their names; other files are counted
 
 **Quirks** (counted in the build report, never dropped silently):
 skipped ``missing_clip`` (row without a clip on disk), ``unlisted_clip`` (a
-frame folder or video on disk that no row lists), ``duplicate_row`` (a repeated
+frame folder or video at the root or in a subject folder that no row lists), ``duplicate_row`` (a repeated
 subject+clip, later rows), ``clip_used_twice`` (two rows resolving to the same
 folder/file), ``unreadable_video`` (cannot be opened or no frame decodes),
 ``empty_clip_folder``; fixed ``apex_outside`` (apex outside onset..offset or
@@ -162,6 +162,11 @@ def _fps_cell(path: Path, line: int, text: str) -> float | None:
     return value
 
 
+def _cell(cells: Sequence[str], columns: Mapping[str, int], name: str) -> str:
+    index = columns.get(name)
+    return cells[index].strip() if index is not None and index < len(cells) else ""
+
+
 def _columns(path: Path, header: Sequence[str]) -> dict[str, int]:
     names = [cell.strip().lower() for cell in header]
     for name in set(names):
@@ -208,17 +213,12 @@ def read_labels_csv(path: str | Path, quirks: QuirkLog) -> list[CsvRow]:
             if any(cell.strip() for cell in cells[len(header):]):
                 raise ValueError(f"{path} line {line}: {len(cells)} cells but the header has {len(header)} "
                                  f"columns: {cells!r}")
-
-            def cell(name: str) -> str:
-                index = columns.get(name)
-                return cells[index].strip() if index is not None and index < len(cells) else ""
-
             for name in REQUIRED_COLUMNS:
-                if not cell(name):
+                if not _cell(cells, columns, name):
                     raise ValueError(f"{path} line {line}: empty {name} cell: {cells!r}")
-            subject, clip, label = (cell(name) for name in REQUIRED_COLUMNS)
-            onset, apex, offset = (_frame_cell(path, line, name, cell(name)) for name in SPAN_COLUMNS)
-            fps = _fps_cell(path, line, cell("fps"))
+            subject, clip, label = (_cell(cells, columns, name) for name in REQUIRED_COLUMNS)
+            onset, apex, offset = (_frame_cell(path, line, name, _cell(cells, columns, name)) for name in SPAN_COLUMNS)
+            fps = _fps_cell(path, line, _cell(cells, columns, "fps"))
             if onset is not None and offset is not None and onset > offset:
                 raise ValueError(f"{path} line {line}: onset {onset} is after offset {offset}")
             where = f"{DATASET} {subject}/{clip}"
@@ -289,6 +289,7 @@ def find_clips(root: Path, rows: Sequence[CsvRow], names: Sequence[str], quirks:
     """One FolderClip per row whose clip is on disk, in CSV order; clips on disk no row lists are counted."""
     listings = _Listings()
     used: dict[Path, CsvRow] = {}
+    claimed: set[Path] = set()    # every candidate of a row: reported as ambiguous, not as unlisted
     sources: list[FolderClip] = []
     for row in rows:
         where = f"{DATASET} {row.subject}/{row.clip}"
@@ -297,6 +298,7 @@ def find_clips(root: Path, rows: Sequence[CsvRow], names: Sequence[str], quirks:
             quirks.skipped("missing_clip", where, f"{CSV_NAME} line {row.line}: no folder or video "
                                                   f"{row.subject}/{row.clip}[.mp4|...] or {row.clip}[.mp4|...]")
             continue
+        claimed.update(found)
         path = found[0]
         relative = path.relative_to(root)
         if len(found) > 1:
@@ -308,8 +310,10 @@ def find_clips(root: Path, rows: Sequence[CsvRow], names: Sequence[str], quirks:
                                                      f"{used[path].clip})")
             continue
         used[path] = row
-        common = dict(dataset=DATASET, subject=row.subject, clip=row.clip, emotion=row.label, fps=row.fps or 0.0,
-                      onset=row.onset, apex=row.apex, offset=row.offset, label=names.index(row.label))
+        common: dict[str, Any] = {
+            "dataset": DATASET, "subject": row.subject, "clip": row.clip, "emotion": row.label,
+            "fps": row.fps or 0.0, "onset": row.onset, "apex": row.apex, "offset": row.offset,
+            "label": names.index(row.label)}
         if path.is_dir():
             frames = list_frames(path, FRAME, where, quirks)
             if not frames:
@@ -318,7 +322,7 @@ def find_clips(root: Path, rows: Sequence[CsvRow], names: Sequence[str], quirks:
             sources.append(FolderClip(frames=tuple(frames), **common))
         else:
             sources.append(FolderClip(frames=(), video=path, **common))
-    for path in unlisted_clips(root, set(used)):
+    for path in unlisted_clips(root, claimed):
         quirks.skipped("unlisted_clip", f"{DATASET} {path.relative_to(root)}", f"not in {CSV_NAME}")
     return sources
 
@@ -396,7 +400,7 @@ def _set_class_names(label: tfds.features.ClassLabel, names: Sequence[str]) -> N
     if label.num_classes is not None and label.names != names:
         # TFDS allows names to be set once; a builder created over a prepared copy has its names
         # restored from disk. The copy is regenerated, so the old names are dropped.
-        label._int2str, label._str2int, label._num_classes = None, None, None   # noqa: SLF001
+        label._int2str, label._str2int, label._num_classes = None, None, None
     label.names = names
 
 

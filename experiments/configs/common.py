@@ -22,9 +22,17 @@ def base() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = "synthetic_me/smic_like"   # TFDS name/config; built on first use
+    config.data.name = "synthetic_me/smic_like"   # TFDS NAME/CONFIG, built on first use; A+B loads both
     config.data.data_dir = DEFAULT_DATA_DIR
-    config.data.manual_dir = ""                    # where a licensed database lies (real data)
+    config.data.manual_dir = ""                    # where a licensed database lies (real data); searched below
+    # Face crop + landmarks made once when a real database is built (datasets.core.builder.FaceOptions).
+    config.data.faces = ml_collections.ConfigDict()
+    config.data.faces.crop_size = 224              # stored crop; data.image_size resizes it after loading
+    config.data.faces.margin = 0.1                 # crop = first frame's landmark box grown 10 % per side
+    config.data.faces.every_frame_landmarks = False  # seed 002: first frame only, box fixed for the clip
+    config.data.faces.detector = "dlib"            # or 'fan' with data.faces.detector_weights (local file)
+    config.data.faces.detector_weights = ""
+    config.data.faces.max_face_tries = 5
     config.data.image_size = 64                    # frames are resized once, after loading
     config.data.window = 13                        # N consecutive frames per sample (seed 001: 13)
     config.data.train_stride = 1                   # sliding-window stride over training clips
@@ -36,8 +44,10 @@ def base() -> ml_collections.ConfigDict:
     config.data.num_threads = 2                    # grain loader threads
 
     config.protocol = ml_collections.ConfigDict()
-    config.protocol.kind = "kfold_by_subject"      # or 'loso'
+    config.protocol.kind = "kfold_by_subject"      # or loso, composite_loso (MEGC 2019), cross_database
     config.protocol.k = 5                          # seed 001: 5-fold subject-wise
+    config.protocol.train = ""                     # cross_database: the database trained on (e.g. samm) ...
+    config.protocol.test = ""                      # ... and the one tested on (e.g. casme2)
     config.protocol.val_subjects = 1               # inner validation subjects, from the training side
 
     config.model = ml_collections.ConfigDict()
