@@ -103,7 +103,7 @@ def find_clips(root: Path, modality: str, with_non_micro: bool, quirks: QuirkLog
             continue
         subject = f"s{int(match.group(1))}"
         if subject != folder.name:
-            quirks.fixed("padded_subject_folder", folder.name, f"stored as {subject}")
+            quirks.fixed("padded_subject_folder", f"{DATASET} {folder.name}", f"stored as {subject}")
         groups = [(emotion, folder / "micro" / emotion) for emotion in EMOTIONS]
         if with_non_micro:
             groups.append((NON_MICRO, folder / NON_MICRO))
