@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from experiments import cli, cv
 from merjax import interpret
-from merjax.data import pipeline, protocols
+from merjax.data import protocols
 from merjax.data.pipeline import ClipSet
 from merjax.models import ResNet
 from merjax.train.loop import fit

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import tensorflow_datasets as tfds
 from PIL import Image
 
+from datasets.core.builder import read_build_report
 from datasets.synthetic_me import render
+from merjax.data import schema
 
 CANVAS = (120, 160)   # (height, width) of a raw frame
 FACE_SIZE = 96        # dlib's HOG detector needs faces of about 80 px or more
@@ -99,3 +102,15 @@ def write_video(path: Path, subject_index: int, num_frames: int, fps: float = 25
         read += 1
     capture.release()
     return read
+
+
+def read_examples(dataset_dir: str) -> dict[str, dict]:
+    """The examples of a prepared dataset keyed by clip id."""
+    source = tfds.builder_from_directory(dataset_dir).as_data_source(split="train")
+    return {schema.decode_text(example["clip"]): example for example in source}
+
+
+def quirk_counts(dataset_dir: str) -> dict[str, tuple[str, int]]:
+    """``{kind: (action, count)}`` of a prepared dataset's build report."""
+    return {kind: (entry["action"], entry["count"])
+            for kind, entry in read_build_report(dataset_dir)["quirks"].items()}

@@ -46,14 +46,6 @@ def write_casme2(root: Path, cropped: bool = False) -> None:
     write_casme2_coding(root / "CASME2-coding-20190701.xlsx", CASME_ROWS)
 
 
-def read_examples(dataset_dir: str) -> dict[str, dict]:
-    source = tfds.builder_from_directory(dataset_dir).as_data_source(split="train")
-    return {schema.decode_text(example["clip"]): example for example in source}
-
-
-def quirk_counts(dataset_dir: str) -> dict[str, tuple[str, int]]:
-    return {kind: (entry["action"], entry["count"])
-            for kind, entry in read_build_report(dataset_dir)["quirks"].items()}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +61,7 @@ def casme2_dir(casme2_root: Path, tmp_path_factory: pytest.TempPathFactory) -> s
 
 
 def test_casme2_clips_spans_and_apexes(casme2_dir: str) -> None:
-    examples = read_examples(casme2_dir)
+    examples = fake.read_examples(casme2_dir)
     assert sorted(examples) == ["EP01_11f", "EP02_01f", "EP03_02", "EP05_01", "EP19_05f"]
     names = tfds.builder_from_directory(casme2_dir).info.features["label"].names
     assert names == ["happiness", "disgust", "repression", "surprise", "others"]
@@ -90,7 +82,7 @@ def test_casme2_clips_spans_and_apexes(casme2_dir: str) -> None:
 
 
 def test_casme2_quirks_and_count_check(casme2_dir: str) -> None:
-    assert quirk_counts(casme2_dir) == {
+    assert fake.quirk_counts(casme2_dir) == {
         "apex_frame_missing": ("fixed", 1),
         "apex_missing": ("fixed", 1),
         "corrupt_frame": ("skipped", 1),
@@ -114,7 +106,7 @@ def test_casme2_four_class_and_cropped_tree_with_two_sheet_releases(tmp_path: Pa
     write_casme2(root, cropped=True)
     write_casme2_coding(root / "CASME2-coding-20140508.xlsx", CASME_ROWS, release="20140508")
     dataset_dir = build.build("casme2/cropped_4class", str(tmp_path / "data"), str(root), faces=FACES)
-    examples = read_examples(dataset_dir)
+    examples = fake.read_examples(dataset_dir)
     names = ["negative", "positive", "surprise", "others"]
     assert {clip: names[int(e["label"])] for clip, e in examples.items()} == {
         "EP02_01f": "positive", "EP19_05f": "negative", "EP01_11f": "negative", "EP03_02": "others",
@@ -156,7 +148,7 @@ def write_samm(root: Path, release: str) -> None:
 def test_samm_both_sheet_releases_grayscale_as_three_channels(tmp_path: Path, release: str) -> None:
     write_samm(tmp_path / "copy", release)
     dataset_dir = build.build("samm/raw_megc3", str(tmp_path / "data"), str(tmp_path / "copy"), faces=FACES)
-    examples = read_examples(dataset_dir)
+    examples = fake.read_examples(dataset_dir)
     assert sorted(examples) == ["006_1_2", "007_3_1", "028_4_1"]          # 'Other' is not in MEGC's 3 classes
     names = ["negative", "positive", "surprise"]
     assert {clip: names[int(e["label"])] for clip, e in examples.items()} == {
@@ -167,5 +159,5 @@ def test_samm_both_sheet_releases_grayscale_as_three_channels(tmp_path: Path, re
         np.testing.assert_array_equal(frames[..., 0], frames[..., 1])
         np.testing.assert_array_equal(frames[..., 1], frames[..., 2])
     assert schema.decode_text(examples["006_1_2"]["subject"]) == "006"
-    assert quirk_counts(dataset_dir) == {"apex_outside": ("fixed", 1), "excluded_emotion": ("skipped", 1)}
+    assert fake.quirk_counts(dataset_dir) == {"apex_outside": ("fixed", 1), "excluded_emotion": ("skipped", 1)}
     assert read_build_report(dataset_dir)["expected_counts"] == {"negative": 92, "positive": 26, "surprise": 15}

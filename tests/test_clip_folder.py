@@ -56,10 +56,6 @@ def write_tree(root: Path) -> None:
     (root / "README.txt").write_text("not a clip")
 
 
-def read_examples(dataset_dir: str) -> dict[str, dict]:
-    source = tfds.builder_from_directory(dataset_dir).as_data_source(split="train")
-    return {schema.decode_text(example["clip"]): example for example in source}
-
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -69,7 +65,7 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_clips_labels_and_ids_follow_the_csv(dataset_dir: str) -> None:
-    examples = read_examples(dataset_dir)
+    examples = fake.read_examples(dataset_dir)
     assert sorted(examples) == ["c1", "c2", "c3", "c5", "v1", "v2.avi"]
     names = tfds.builder_from_directory(dataset_dir).info.features["label"].names
     assert names == ["negative", "positive", "surprise"]   # sorted labels of the accepted rows
@@ -83,7 +79,7 @@ def test_clips_labels_and_ids_follow_the_csv(dataset_dir: str) -> None:
 
 
 def test_spans_apexes_and_fps(dataset_dir: str) -> None:
-    examples = read_examples(dataset_dir)
+    examples = fake.read_examples(dataset_dir)
     got = {clip: (len(e["frames"]), int(e["onset"]), int(e["apex"]), int(e["offset"]), float(e["fps"]))
            for clip, e in examples.items()}
     assert got == {
@@ -103,7 +99,7 @@ def test_spans_apexes_and_fps(dataset_dir: str) -> None:
 
 
 def test_video_frames_are_rgb(dataset_dir: str) -> None:
-    examples = read_examples(dataset_dir)
+    examples = fake.read_examples(dataset_dir)
     # the same rendered subject as a PNG folder (c5: subject 1) and as a video (v1): colours agree, not swapped
     folder, video = examples["c5"]["frames"][0].astype(float), examples["v1"]["frames"][0].astype(float)
     channel_means = folder.mean((0, 1)), video.mean((0, 1))
@@ -156,7 +152,7 @@ def test_overwrite_with_other_classes(tmp_path: Path) -> None:
         manual_dir=str(root), download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS))
     dataset_dir = str(builder.data_dir)
     assert tfds.builder_from_directory(dataset_dir).info.features["label"].names == ["sad"]
-    assert float(read_examples(dataset_dir)["a"]["fps"]) == 10.0
+    assert float(fake.read_examples(dataset_dir)["a"]["fps"]) == 10.0
 
 
 def test_csv_found_one_level_down(tmp_path: Path) -> None:

@@ -38,10 +38,6 @@ def write_smic(root: Path, cropped: bool = False) -> None:
     (root / ("SMIC_all_cropped/HS" if cropped else "HS") / "s7").mkdir()
 
 
-def read_examples(dataset_dir: str) -> dict[str, dict]:
-    source = tfds.builder_from_directory(dataset_dir).as_data_source(split="train")
-    return {schema.decode_text(example["clip"]): example for example in source}
-
 
 @pytest.fixture(scope="module")
 def smic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -56,7 +52,7 @@ def hs_4class_dir(smic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_clips_labels_and_ids(hs_4class_dir: str) -> None:
-    examples = read_examples(hs_4class_dir)
+    examples = fake.read_examples(hs_4class_dir)
     assert sorted(examples) == ["s1_ne_01", "s1_nm_01", "s1_po_01", "s2_sur_01"]
     names = tfds.builder_from_directory(hs_4class_dir).info.features["label"].names
     assert names == ["negative", "positive", "surprise", "non_micro"]
@@ -67,7 +63,7 @@ def test_clips_labels_and_ids(hs_4class_dir: str) -> None:
 
 
 def test_frames_span_the_readable_frames_with_no_apex(hs_4class_dir: str) -> None:
-    examples = read_examples(hs_4class_dir)
+    examples = fake.read_examples(hs_4class_dir)
     lengths = {clip: len(e["frames"]) for clip, e in examples.items()}
     # 5 frames around a gap; 6 frames minus the corrupt one
     assert lengths == {"s1_ne_01": 5, "s1_nm_01": 4, "s1_po_01": 5, "s2_sur_01": 5}
@@ -79,7 +75,7 @@ def test_frames_span_the_readable_frames_with_no_apex(hs_4class_dir: str) -> Non
 
 
 def test_landmarks_are_on_the_face_in_the_crop(hs_4class_dir: str) -> None:
-    for clip, example in read_examples(hs_4class_dir).items():
+    for clip, example in fake.read_examples(hs_4class_dir).items():
         landmarks = example["landmarks"]
         np.testing.assert_array_equal(landmarks, np.repeat(landmarks[:1], len(landmarks), axis=0))
         first = landmarks[0]
@@ -120,11 +116,11 @@ def test_counts_are_checked_against_smic_hs(hs_4class_dir: str) -> None:
 
 def test_three_class_config_leaves_non_micro_out_and_overwrite_rebuilds(smic_root: Path, tmp_path: Path) -> None:
     dataset_dir = build.build("smic/hs", str(tmp_path), str(smic_root), faces=FACES)
-    assert sorted(read_examples(dataset_dir)) == ["s1_ne_01", "s1_po_01", "s2_sur_01"]
+    assert sorted(fake.read_examples(dataset_dir)) == ["s1_ne_01", "s1_po_01", "s2_sur_01"]
     (smic_root / "HS" / "s1" / "micro" / "positive" / "s1_po_01").rename(tmp_path / "moved_away")
     try:
         assert build.build("smic/hs", str(tmp_path), str(smic_root), overwrite=True, faces=FACES) == dataset_dir
-        assert sorted(read_examples(dataset_dir)) == ["s1_ne_01", "s2_sur_01"]
+        assert sorted(fake.read_examples(dataset_dir)) == ["s1_ne_01", "s2_sur_01"]
     finally:
         (tmp_path / "moved_away").rename(smic_root / "HS" / "s1" / "micro" / "positive" / "s1_po_01")
 
@@ -134,7 +130,7 @@ def test_cropped_tree_with_every_frame_landmarks(tmp_path: Path) -> None:
     write_smic(root, cropped=True)
     faces = FaceOptions(crop_size=32, every_frame_landmarks=True)
     dataset_dir = build.build("smic/hs_cropped", str(tmp_path / "data"), str(root), faces=faces)
-    examples = read_examples(dataset_dir)
+    examples = fake.read_examples(dataset_dir)
     assert sorted(examples) == ["s1_ne_01", "s1_po_01", "s2_sur_01"]
     landmarks = examples["s1_po_01"]["landmarks"]
     # the fake face drifts by up to 2 canvas pixels per frame, so per-frame landmarks move

@@ -115,7 +115,6 @@ class RealMEConfig(tfds.core.BuilderConfig):
     known_total: int | None = None
 
 
-
 def expected_class_counts(known_emotion_counts: Mapping[str, int] | None, config: RealMEConfig) -> dict[str, int] | None:
     """Known clips per class under the config's map (only classes a known word maps to), or None."""
     if known_emotion_counts is None:
