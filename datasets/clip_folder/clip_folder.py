@@ -68,13 +68,12 @@ with ``--overwrite`` after changing the CSV).
 
 from __future__ import annotations
 
-import collections
 import csv
 import dataclasses
 import io
 import math
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -438,10 +437,9 @@ class ClipFolder(RealMEBuilder):
                 self.name, path.parent, f"none of the {len(rows)} clips listed in {path.name} was found", LAYOUT)
         return sources
 
-    def example(self, source: FolderClip, detector: face_ops.LandmarkDetector,
+    def example(self, source: FolderClip, detector: face_ops.LandmarkDetector,  # type: ignore[override]
                 quirks: QuirkLog) -> dict[str, Any] | None:
-        """``source`` as an example of the shared schema, or None when skipped (logged)."""
-        assert source.label is not None
+        """``source`` (labelled by ``find_clips``) as an example of the schema, or None when skipped (logged)."""
         if source.video is None:
             example = clip_example(source, source.label, self.faces, detector, quirks)
         else:
@@ -457,22 +455,7 @@ class ClipFolder(RealMEBuilder):
                                                       + "; stored as 0.0")
         return example
 
-    def _generate_examples(self, sources: list[FolderClip],   # type: ignore[override]
-                           quirks: QuirkLog) -> Iterator[tuple[str, dict[str, Any]]]:
-        detector = self.faces.make_detector()
-        names = self.class_names
-        written: collections.Counter[str] = collections.Counter()
-        for source in sources:
-            example = self.example(source, detector, quirks)
-            if example is None:
-                continue
-            schema.validate(example, where=source.where)
-            written[names[example["label"]]] += 1
-            yield f"{DATASET}/{source.subject}/{source.clip}", example
-        self.info.metadata.update(self._report(sources, written, quirks))
-
     def _report(self, sources: list[ClipSource], written: Mapping[str, int], quirks: QuirkLog) -> dict[str, Any]:
         report = super()._report(sources, written, quirks)
-        report["class_counts"] = {name: written.get(name, 0) for name in self.class_names}
         report["csv"] = str(self._csv_path)
         return report

@@ -263,6 +263,11 @@ class RealMEBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         sources = self.find_clips(self._manual_path, quirks)
         return {"train": self._generate_examples(sources, quirks)}
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The class set in label order (the config's; a builder may know it only at build time)."""
+        return self.builder_config.class_names
+
     def label_of(self, source: ClipSource, quirks: QuirkLog) -> int | None:
         """The source's label under the config's map (or its own), None when excluded (logged)."""
         config = self.builder_config
@@ -273,19 +278,23 @@ class RealMEBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             quirks.skipped("excluded_emotion", source.where, f"{source.emotion!r} is not in the {config.name} classes")
         return label
 
+    def example(self, source: ClipSource, detector: face_ops.LandmarkDetector,
+                quirks: QuirkLog) -> dict[str, Any] | None:
+        """``source`` as an example of the shared schema, or None when it is left out (logged)."""
+        label = self.label_of(source, quirks)
+        if label is None:
+            return None
+        return clip_example(source, label, self.faces, detector, quirks)
+
     def _generate_examples(self, sources: list[ClipSource], quirks: QuirkLog) -> Iterator[tuple[str, dict[str, Any]]]:
-        config = self.builder_config
         detector = self.faces.make_detector()
         written: collections.Counter[str] = collections.Counter()
         for source in sources:
-            label = self.label_of(source, quirks)
-            if label is None:
-                continue
-            example = clip_example(source, label, self.faces, detector, quirks)
+            example = self.example(source, detector, quirks)
             if example is None:
                 continue
             schema.validate(example, where=source.where)
-            written[config.class_names[label]] += 1
+            written[self.class_names[example["label"]]] += 1
             yield f"{source.dataset}/{source.subject}/{source.clip}", example
         self.info.metadata.update(self._report(sources, written, quirks))
 
@@ -295,7 +304,7 @@ class RealMEBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _report(self, sources: list[ClipSource], written: Mapping[str, int], quirks: QuirkLog) -> dict[str, Any]:
         config = self.builder_config
-        counts = {name: written.get(name, 0) for name in config.class_names}
+        counts = {name: written.get(name, 0) for name in self.class_names}
         expected = expected_class_counts(self.known_emotion_counts(), config)
         if expected is None and config.known_total is not None:
             expected = {"total": config.known_total}
