@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from datasets.casme2 import casme2
+from datasets.core import layout
 from datasets.core.builder import ClipSource, RealMEBuilder, RealMEConfig
 from datasets.core.quirks import QuirkLog
 from datasets.core.sheets import MEGC_LABELS, disk_names, read_megc_list
@@ -77,8 +78,11 @@ class Megc2019(RealMEBuilder):
     LAYOUT = LAYOUT
 
     def find_clips(self, manual_dir: Path, quirks: QuirkLog) -> list[ClipSource]:
-        on_disk = {_key(source.dataset, source.subject, source.clip): source
-                   for source in database_clips(manual_dir, self.builder_config.name, quirks)}
+        try:
+            found = database_clips(manual_dir, self.builder_config.name, quirks)
+        except layout.ManualDirError as error:
+            raise layout.ManualDirError(f"{error}\n\nThe {self.name} composite expects:\n{LAYOUT.strip()}") from error
+        on_disk = {_key(source.dataset, source.subject, source.clip): source for source in found}
         listed, _ = read_megc_list(LIST_FILE, quirks)
         sources = []
         for row in listed:
