@@ -33,6 +33,7 @@ class FakeClip:
     numbers: Sequence[int]
     blank: bool = False          # no face in any frame
     faceless_first: int = 0      # the first frames show no face (a face found late)
+    tight: bool = False          # frames cropped to the face's landmark box, like SMIC_all_cropped / Cropped
 
 
 def face_frames(subject_index: int, num_frames: int, blank: bool = False,
@@ -52,10 +53,18 @@ def face_frames(subject_index: int, num_frames: int, blank: bool = False,
     return frames, landmarks
 
 
+def tight_crop(frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """``frames`` cropped to the bounding box of ``landmarks`` [68,2] (a face with no context around it)."""
+    (left, top), (right, bottom) = np.floor(landmarks.min(0)).astype(int), np.ceil(landmarks.max(0)).astype(int)
+    return frames[:, top:bottom + 1, left:right + 1]
+
+
 def write_frames(folder: Path, clip: FakeClip, name: str, grayscale: bool = False) -> list[Path]:
     """Writes the clip's frames as ``name.format(number)`` files in ``folder``; returns the paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    frames, _ = face_frames(clip.subject_index, len(clip.numbers), clip.blank, clip.faceless_first)
+    frames, landmarks = face_frames(clip.subject_index, len(clip.numbers), clip.blank, clip.faceless_first)
+    if clip.tight:
+        frames = tight_crop(frames, landmarks[0])
     paths = []
     for frame, number in zip(frames, clip.numbers):
         path = folder / name.format(number)

@@ -39,7 +39,7 @@ def write_casme2(root: Path, cropped: bool = False) -> None:
     tree = root / "Cropped-updated" / "Cropped" if cropped else root / "CASME2_RAW_selected"
     name = "reg_img{}.jpg" if cropped else "img{}.jpg"
     for index, (subject, clip, numbers) in enumerate(CASME_FOLDERS):
-        paths = fake.write_frames(tree / subject / clip, fake.FakeClip(index % 3, numbers), name)
+        paths = fake.write_frames(tree / subject / clip, fake.FakeClip(index % 3, numbers, tight=cropped), name)
         if clip == "EP03_02":
             fake.corrupt(paths[1])
     (tree / "sub01" / "Desktop - Shortcut.lnk").write_bytes(b"lnk")

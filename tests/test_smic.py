@@ -18,20 +18,20 @@ FACES = FaceOptions(crop_size=32)
 
 
 def write_smic(root: Path, cropped: bool = False) -> None:
-    """s1: a clip with a frame gap and a stray file, a non_micro clip whose face appears on frame 2;
+    """Cropped trees hold tight face crops. s1: a clip with a frame gap and a stray file, a non_micro clip whose face appears on frame 2;
     s02 (padded): one corrupt frame;
     s3: a clip without a face; s7: an empty subject folder (as in real copies)."""
     name = fake.smic_frame_name(cropped)
     fake.write_frames(fake.smic_clip_folder(root, "s1", "negative", "s1_ne_01", cropped),
-                      fake.FakeClip(0, [1001, 1002, 1004, 1005, 1006]), name)
+                      fake.FakeClip(0, [1001, 1002, 1004, 1005, 1006], tight=cropped), name)
     po = fake.smic_clip_folder(root, "s1", "positive", "s1_po_01", cropped)
-    fake.write_frames(po, fake.FakeClip(0, range(2000, 2005)), name)
+    fake.write_frames(po, fake.FakeClip(0, range(2000, 2005), tight=cropped), name)
     (po / "notes.txt").write_text("stray")
     (po / "Thumbs.db").write_bytes(b"\0")
     fake.write_frames(fake.smic_clip_folder(root, "s1", "non_micro", "s1_nm_01", cropped),
                       fake.FakeClip(0, range(10, 14), faceless_first=2), name)
     paths = fake.write_frames(fake.smic_clip_folder(root, "s02", "surprise", "s2_sur_01", cropped),
-                              fake.FakeClip(1, range(500, 506)), name)
+                              fake.FakeClip(1, range(500, 506), tight=cropped), name)
     fake.corrupt(paths[2])
     fake.write_frames(fake.smic_clip_folder(root, "s3", "negative", "s3_ne_01", cropped),
                       fake.FakeClip(2, range(1, 5), blank=True), name)
@@ -132,6 +132,8 @@ def test_cropped_tree_with_every_frame_landmarks(tmp_path: Path) -> None:
     dataset_dir = build.build("smic/hs_cropped", str(tmp_path / "data"), str(root), faces=faces)
     examples = fake.read_examples(dataset_dir)
     assert sorted(examples) == ["s1_ne_01", "s1_po_01", "s2_sur_01"]
+    # tight crops: HOG finds some of these faces only in frames padded with a border (counted)
+    assert fake.quirk_counts(dataset_dir)["face_found_with_border"][1] >= 1
     landmarks = examples["s1_po_01"]["landmarks"]
     # the fake face drifts by up to 2 canvas pixels per frame, so per-frame landmarks move
     assert np.abs(landmarks - landmarks[:1]).max() > 0.1

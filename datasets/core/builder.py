@@ -192,15 +192,19 @@ def face_example(source: ClipSource, images: np.ndarray, numbers: Sequence[int],
         quirks.skipped("no_face", source.where, f"no face in the first {min(options.max_face_tries, len(images))} "
                                                 f"frame(s)")
         return None
-    face_frame, detection, first_landmarks = found
-    if face_frame > 0:
-        quirks.fixed("face_found_late", source.where, f"first face on frame {face_frame}; its box crops every frame")
-    box = face_ops.face_box(first_landmarks, options.margin)
+    if found.frame_index > 0:
+        quirks.fixed("face_found_late", source.where,
+                     f"first face on frame {found.frame_index}; its box crops every frame")
+    if found.border > 0:
+        quirks.fixed("face_found_with_border", source.where,
+                     f"face found once the frame was padded by {found.border} px (a tight crop)")
+    box = face_ops.face_box(found.landmarks, options.margin)
     crops = face_ops.crop_frames(images, box, options.crop_size)
     if options.every_frame_landmarks:
-        image_landmarks = np.stack([detector.landmarks(image, detection) for image in images])
+        image_landmarks = np.stack([face_ops.landmarks_in(detector, image, found.box, found.border)
+                                    for image in images])
     else:
-        image_landmarks = np.repeat(first_landmarks[None], len(images), axis=0)
+        image_landmarks = np.repeat(found.landmarks[None], len(images), axis=0)
     return {
         "frames": crops,
         "landmarks": face_ops.to_crop_coordinates(image_landmarks, box, options.crop_size).astype(np.float32),

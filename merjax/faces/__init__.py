@@ -14,10 +14,13 @@ from merjax.faces.landmarks import (
     FirstFace,
     LandmarkDetector,
     first_face,
+    landmarks_in,
     make_detector,
+    pad_image,
 )
 
 __all__ = [
     "Box", "DlibLandmarks", "FanLandmarks", "FirstFace", "LandmarkDetector", "crop_frames", "face_box",
-    "first_face", "from_crop_coordinates", "make_detector", "pixel_region", "to_crop_coordinates",
+    "first_face", "from_crop_coordinates", "landmarks_in", "make_detector", "pad_image", "pixel_region",
+    "to_crop_coordinates",
 ]

@@ -66,6 +66,10 @@ class Box:
     def height(self) -> float:
         return self.bottom - self.top
 
+    def shifted(self, offset: float) -> "Box":
+        """The box moved by ``offset`` pixels along both axes (into or out of a padded image)."""
+        return Box(self.left + offset, self.top + offset, self.right + offset, self.bottom + offset)
+
     @property
     def center(self) -> tuple[float, float]:
         return (0.5 * (self.left + self.right), 0.5 * (self.top + self.bottom))
@@ -86,11 +90,17 @@ class LandmarkDetector(Protocol):
 
 
 class FirstFace(NamedTuple):
-    """Where ``first_face`` found a face: the frame's index, its box and its landmarks."""
+    """Where ``first_face`` found a face: the frame's index, its box and landmarks, and the border used.
+
+    ``border`` > 0 means the face was found only once the frame was padded by
+    that many pixels (a tightly cropped face, see ``first_face``); ``box`` and
+    ``landmarks`` are in the unpadded frame's coordinates either way.
+    """
 
     frame_index: int
     box: Box
     landmarks: np.ndarray
+    border: int = 0
 
 
 def check_image(image: Any) -> np.ndarray:
@@ -103,21 +113,46 @@ def check_image(image: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def pad_image(image: np.ndarray, border: int) -> np.ndarray:
+    """``image`` with ``border`` pixels of replicated edge on every side."""
+    return cv2.copyMakeBorder(check_image(image), border, border, border, border, cv2.BORDER_REPLICATE)
+
+
+def landmarks_in(detector: LandmarkDetector, image: np.ndarray, box: Box, border: int = 0) -> np.ndarray:
+    """``detector.landmarks`` of the face in ``box``, computed on ``image`` padded by ``border`` pixels.
+
+    The predictor samples pixels around the box, so a face found only in a padded
+    frame keeps being landmarked in a padded frame; coordinates are the unpadded frame's.
+    """
+    if border == 0:
+        return detector.landmarks(image, box)
+    return detector.landmarks(pad_image(image, border), box.shifted(border)) - np.float32(border)
+
+
 def first_face(frames: Sequence[np.ndarray] | np.ndarray, detector: LandmarkDetector,
-               max_tries: int = 10) -> FirstFace | None:
+               max_tries: int = 10, border_fraction: float = 0.25) -> FirstFace | None:
     """Detects a face on frame 0, else frame 1, ... up to ``max_tries`` frames.
 
+    Face detectors need some context around a face, so tightly cropped
+    frames (SMIC_all_cropped, CASME II's Cropped) often show no face to dlib's
+    HOG detector; a frame without a face is therefore tried again padded by
+    ``border_fraction`` of its longer side (replicated edge) before moving on.
     Returns None when none of those frames shows a face. A builder compares
-    ``frame_index`` with 0 to count the clips whose first frame had no face.
+    ``frame_index`` with 0 and ``border`` with 0 to count those cases.
     """
     if max_tries < 1:
         raise ValueError(f"max_tries must be >= 1, got {max_tries}")
     if len(frames) == 0:
         raise ValueError("frames is empty: there is no frame to detect a face on")
     for index in range(min(max_tries, len(frames))):
-        box = detector.detect_face(frames[index])
+        frame = frames[index]
+        box, border = detector.detect_face(frame), 0
+        if box is None and border_fraction > 0:
+            border = int(round(border_fraction * max(frame.shape[:2])))
+            padded_box = detector.detect_face(pad_image(frame, border))
+            box = padded_box.shifted(-border) if padded_box is not None else None
         if box is not None:
-            return FirstFace(index, box, detector.landmarks(frames[index], box))
+            return FirstFace(index, box, landmarks_in(detector, frame, box, border), border)
     return None
 
 
