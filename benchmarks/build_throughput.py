@@ -75,6 +75,8 @@ def parse_args() -> argparse.Namespace:
                         help="build only this many clips (spread evenly over the 164); default all")
     parser.add_argument("--sample", type=int, default=10, help="clips timed step by step for the breakdown")
     parser.add_argument("--crop_size", type=int, default=FaceOptions().crop_size)
+    parser.add_argument("--detector_upsample", type=int, default=FaceOptions().detector_upsample,
+                        help="dlib HOG upsampling (1 default; 0 is enough for SMIC's ~190 px faces)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None,
                         help="folder for the raw tree and the two data dirs (a fresh subfolder, removed "
@@ -240,7 +242,7 @@ def main() -> None:
         print(f"raw tree: {total_frames} frames (clip length {min(lengths)}..{max(lengths)}, mean "
               f"{np.mean(lengths):.1f}), {tree_bytes / 2**30:.2f} GiB, written in {generate_s:.1f} s")
 
-        first_options = FaceOptions(crop_size=args.crop_size)
+        first_options = FaceOptions(crop_size=args.crop_size, detector_upsample=args.detector_upsample)
         every_options = dataclasses.replace(first_options, every_frame_landmarks=True)
         warm_up(workdir, tree, plan, first_options)
         first_s, first_report = timed_build(workdir, tree, "first_frame", first_options)

@@ -154,6 +154,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     faces.add_argument("--detector", default=defaults.detector, choices=("dlib", "fan"))
     faces.add_argument("--detector_weights", default=defaults.detector_weights,
                        help="local weights: dlib 68-point .dat (default: packaged) or the 2D-FAN TorchScript file")
+    faces.add_argument("--detector_upsample", type=int, default=defaults.detector_upsample,
+                       help="dlib HOG upsampling: 1 finds faces from ~40 px, 0 from ~80 px (~4x faster at 640x480)")
     faces.add_argument("--max_face_tries", type=int, default=defaults.max_face_tries,
                        help="frames tried from the first until a face is found")
     return parser.parse_args(argv)

@@ -111,7 +111,7 @@ def test_counts_are_checked_against_smic_hs(hs_4class_dir: str) -> None:
     text = "\n".join(report_lines(report))
     assert "DIFFERS" in text and "not checked (no known total): non_micro" in text
     assert report["faces"] == {"crop_size": 32, "margin": 0.1, "every_frame_landmarks": False, "detector": "dlib",
-                               "detector_weights": "", "max_face_tries": 5}
+                               "detector_weights": "", "detector_upsample": 1, "max_face_tries": 5}
 
 
 def test_three_class_config_leaves_non_micro_out_and_overwrite_rebuilds(smic_root: Path, tmp_path: Path) -> None:
@@ -158,3 +158,23 @@ def test_ensure_built_refuses_other_face_options(hs_4class_dir: str, smic_root: 
     assert build.ensure_built("smic/hs_4class", data_dir, str(smic_root), faces=FACES) == hs_4class_dir
     with pytest.raises(ValueError, match="built with face options"):
         build.ensure_built("smic/hs_4class", data_dir, str(smic_root), faces=FaceOptions(crop_size=48))
+
+
+def test_cli_prints_the_build_report_and_the_dataset_dir(smic_root: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    build.main(["smic/hs", f"--data_dir={tmp_path}", f"--manual_dir={smic_root}", "--crop_size=32"])
+    out = capsys.readouterr().out
+    assert "clips found: 4; written: 3 (negative 1, positive 1, surprise 1)" in out
+    assert "count check: DIFFERS" in out and "fixed    frame_gap x1" in out and "skipped  no_face x1" in out
+    assert out.strip().splitlines()[-1] == str(tmp_path / "smic" / "hs" / "1.0.0")
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(detector="fan"), "needs detector_weights"),
+    (dict(detector_upsample=-1), "detector_upsample must be >= 0"),
+    (dict(margin=1.5), "margin must lie in"),
+    (dict(crop_size=4), "crop_size must be at least 8"),
+])
+def test_face_options_are_checked(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FaceOptions(**options)

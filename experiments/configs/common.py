@@ -32,6 +32,7 @@ def base() -> ml_collections.ConfigDict:
     config.data.faces.every_frame_landmarks = False  # seed 002: first frame only, box fixed for the clip
     config.data.faces.detector = "dlib"            # or 'fan' with data.faces.detector_weights (local file)
     config.data.faces.detector_weights = ""
+    config.data.faces.detector_upsample = 1        # 0: ~4x faster detection, faces of >= ~80 px only
     config.data.faces.max_face_tries = 5
     config.data.image_size = 64                    # frames are resized once, after loading
     config.data.window = 13                        # N consecutive frames per sample (seed 001: 13)
