@@ -61,6 +61,11 @@ def _builder_class(dataset: str) -> type[tfds.core.DatasetBuilder]:
                          f"{dataset!r}") from error
 
 
+def reads_a_database(dataset: str) -> bool:
+    """Whether ``dataset`` is built from a user's database copy (and so takes face options)."""
+    return issubclass(_builder_class(dataset), RealMEBuilder)
+
+
 def make_builder(name: str, data_dir: str, faces: FaceOptions | None = None) -> tfds.core.DatasetBuilder:
     """The TFDS builder of ``NAME[/CONFIG]`` writing array_record under ``data_dir``.
 
@@ -131,7 +136,7 @@ def ensure_all_built(names: str, data_dir: str, manual_dir: str | None = None,
     """
     directories = []
     for name in names.split("+"):
-        is_real = issubclass(_builder_class(split_name(name)[0]), RealMEBuilder)
+        is_real = reads_a_database(split_name(name)[0])
         options = FaceOptions(**faces) if is_real and faces is not None else None
         directories.append(ensure_built(name, data_dir, manual_dir, options))
     return directories
@@ -167,7 +172,7 @@ def face_options(args: argparse.Namespace) -> FaceOptions:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
-    faces = face_options(args) if issubclass(_builder_class(split_name(args.name)[0]), RealMEBuilder) else None
+    faces = face_options(args) if reads_a_database(split_name(args.name)[0]) else None
     dataset_dir = build(args.name, args.data_dir, args.manual_dir, args.overwrite, faces)
     report = read_build_report(dataset_dir)
     if report is not None:

@@ -58,9 +58,12 @@ SAMM_PREAMBLE: tuple[tuple[tuple[int, str], ...] | None, ...] = (
 
 
 @dataclasses.dataclass(frozen=True)
-class CasmeRow:
-    """One CASME II coding row as the sheet holds it. Pass ``subject='01'`` (text, like the real file) or an int,
-    and ``apex='/'`` for a missing apex."""
+class CodedRow:
+    """The fields a CASME II and a SAMM coding row share, as the sheet holds them.
+
+    Pass the subject as text (like the real files: ``'01'``, ``'006'``) or as an int,
+    and ``apex='/'`` for a missing apex.
+    """
 
     subject: str | int
     clip: str
@@ -70,6 +73,11 @@ class CasmeRow:
     emotion: str
     action_units: str | int = "4"
     objective_class: int | None = 7
+
+
+@dataclasses.dataclass(frozen=True)
+class CasmeRow(CodedRow):
+    """One CASME II coding row."""
 
     @property
     def subject_folder(self) -> str:
@@ -78,17 +86,9 @@ class CasmeRow:
 
 
 @dataclasses.dataclass(frozen=True)
-class SammRow:
-    """One SAMM coding row as the sheet holds it. Pass ``subject='006'`` (text, like the real file) or an int."""
+class SammRow(CodedRow):
+    """One SAMM coding row; SAMM's sheet also has a Notes column."""
 
-    subject: str | int
-    clip: str
-    onset: int | str | None
-    apex: int | str | None
-    offset: int | str | None
-    emotion: str
-    action_units: str | int = "4"
-    objective_class: int | None = 7
     notes: str | None = None
 
     @property

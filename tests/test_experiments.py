@@ -16,6 +16,7 @@ from flax.traverse_util import flatten_dict
 from experiments import cv
 from experiments.configs import smic_bilstm, smic_vggface2
 from merjax.data import pipeline
+from tests import fake_databases as fake
 from tests.conftest import make_clip_set
 from merjax.train.checkpoint import Checkpointer
 from merjax.train.state import create_train_state
@@ -128,7 +129,6 @@ def test_smoke_with_frozen_cached_prefix_keeps_the_prefix(tmp_path, tiny_data_di
 
 def _write_small_smic(root) -> None:
     """4 subjects x 3 classes x 1 clip of 8 frames, with SMIC's real naming."""
-    from tests import fake_databases as fake
     for index, subject in enumerate(("s1", "s2", "s3", "s4")):
         for emotion, short in (("negative", "ne"), ("positive", "po"), ("surprise", "sur")):
             fake.write_frames(fake.smic_clip_folder(root, subject, emotion, f"{subject}_{short}_01"),
