@@ -14,6 +14,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import workdir
+
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
 # run(config, workdir) runs an experiment, writes its outputs to workdir and returns the text to print.
@@ -32,11 +34,16 @@ def main(name: str, run: Runner = cross_validation) -> None:
     config_flag = config_flags.DEFINE_config_file(
         "config", os.path.join(CONFIG_DIR, f"{name}.py"), f"{name} config file[:preset]", lock_config=True)
     workdir_flag = flags.DEFINE_string("workdir", os.path.join("workdirs", name), "where outputs and checkpoints go")
+    overwrite_flag = flags.DEFINE_bool(
+        "overwrite", False, "discard what an earlier run left in --workdir and start afresh (without it, a rerun "
+        "of the same config resumes and one of another config is refused)")
 
     def run_flags(argv: list[str]) -> None:
         del argv
         logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint at INFO
-        print(run(config_flag.value, workdir_flag.value))
+        with workdir.claim(workdir_flag.value, config_flag.value, overwrite=overwrite_flag.value):
+            text = run(config_flag.value, workdir_flag.value)
+        print(text)
         print(f"outputs in {os.path.abspath(workdir_flag.value)}")
 
     app.run(run_flags)
