@@ -28,7 +28,7 @@ import tensorflow_datasets as tfds
 from datasets.core import layout
 from datasets.core.frames import FrameFile, read_clip
 from datasets.core.quirks import QuirkLog, count_differences
-from datasets.core.serialization import deterministic_serialization
+from datasets.core.serialization import build_writing
 from merjax import faces as face_ops
 from merjax.data import labels, schema
 
@@ -263,7 +263,7 @@ class RealMEBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _download_and_prepare(self, dl_manager: tfds.download.DownloadManager,
                               download_config: tfds.download.DownloadConfig) -> None:
         self._manual_path = self._checked_manual_dir(download_config.manual_dir)
-        with deterministic_serialization():
+        with build_writing():
             super()._download_and_prepare(dl_manager, download_config)
 
     def _checked_manual_dir(self, manual_dir: Any) -> Path:

@@ -1,4 +1,7 @@
-"""Byte-identical TFDS files from one build to the next."""
+"""How every merjax build writes its TFDS files: byte-identical from one build to the next, of any size.
+
+Each builder's ``_download_and_prepare`` runs TFDS inside ``build_writing()``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import contextlib
 from typing import Any, Iterator
 
 from tensorflow_datasets.core import example_serializer
+
+from datasets.core.spill import tf_free_spill
 
 
 @contextlib.contextmanager
@@ -27,3 +32,11 @@ def deterministic_serialization() -> Iterator[None]:
         yield
     finally:
         serializer.serialize_example = original
+
+
+@contextlib.contextmanager
+def build_writing() -> Iterator[None]:
+    """Sorted feature maps (``deterministic_serialization``) and a TensorFlow-free spill to disk past
+    ``spill.MEMORY_LIMIT_BYTES`` (``spill.tf_free_spill``): the same bytes at any dataset size."""
+    with deterministic_serialization(), tf_free_spill():
+        yield

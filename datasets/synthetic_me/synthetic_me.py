@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
-from datasets.core.serialization import deterministic_serialization
+from datasets.core.serialization import build_writing
 from datasets.synthetic_me import render
 from merjax.data import labels, schema
 
@@ -300,7 +300,7 @@ class SyntheticMe(tfds.core.GeneratorBasedBuilder):
 
     def _download_and_prepare(self, dl_manager: tfds.download.DownloadManager,
                               download_config: tfds.download.DownloadConfig) -> None:
-        with deterministic_serialization():
+        with build_writing():
             super()._download_and_prepare(dl_manager, download_config)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
