@@ -19,7 +19,11 @@ PRESETS = ("default", "paper", "smoke")
 def base() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.experiment = ""
+    config.preset = ""     # set by apply_preset, recorded in the run's provenance (choose it with FILE:PRESET)
     config.seed = 0
+    # Non-empty, e.g. --config.seeds="(0,1,2)": the whole run once per seed, each in WORKDIR/seed_K with
+    # seed=K, and summary.json/summary.md over the seeds (experiments/seeds.py); config.seed is then unused.
+    config.seeds = ()
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "synthetic_me/smic_like"   # TFDS NAME/CONFIG, built on first use; A+B loads both
@@ -99,6 +103,7 @@ def apply_preset(config: ml_collections.ConfigDict, preset: str) -> ml_collectio
     """Sets the data/model/train sizes of a preset shared by seed 001's experiments."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    config.preset = preset
     if preset == "default":
         # Sized for a 2-core CPU (≤ 10 minutes for the whole 5-fold run, build included):
         # the ResNet-50 topology at 1/8 width on 48² crops, 192 windows per class per epoch.
