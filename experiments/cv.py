@@ -10,8 +10,9 @@ over folds. A finished fold's ``result.json`` is reused when the run restarts.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import json
+import logging
 import os
 import time
 from typing import Any, Callable
@@ -22,9 +23,12 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.build import ensure_all_built
-from experiments import report
+from experiments import layer_choice, report
+from experiments import workdir as workdir_lib
+from merjax import files, stamps
 from merjax.data import augment, pipeline, protocols
 from merjax.data.pipeline import ClipSet
+from merjax.errors import UserError
 from merjax.models import create_model
 from merjax.train import evaluate, losses, metrics, optim, prefix_cache, sharding, steps
 from merjax.train.loop import fit
@@ -33,6 +37,9 @@ from merjax.weights.backbone import with_vggface2_backbone
 
 
 PROTOCOLS = ("kfold_by_subject", "loso", "composite_loso", "cross_database")
+STAMP_FILE = "stamp.json"     # in each fold's folder: what its checkpoints and result were computed from
+RESULT_FILE = "result.json"
+logger = logging.getLogger(__name__)
 
 
 def load_clip_set(config: ml_collections.ConfigDict) -> ClipSet:
@@ -191,7 +198,7 @@ def compile_run(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: s
             augmentation=pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation),
             seed=config.seed, dtype=np.dtype(config.train.cache_dtype),
             max_memory_bytes=int(config.train.cache_memory_gb * 2**30),
-            directory=os.path.join(workdir, "prefix_cache") if workdir else None, progress=tqdm)
+            directory=os.path.join(workdir, f"prefix_cache_{freeze_until}") if workdir else None, progress=tqdm)
         compiled.model = create_model(config.model, clip_set.num_classes, frozen_until=freeze_until,
                                       input_endpoint=freeze_until)
         compiled.inputs = compiled.cache.clip_set
@@ -235,22 +242,79 @@ def prepare_training(config: ml_collections.ConfigDict, clip_set: ClipSet, clip_
                     steps_per_epoch=steps_per_epoch, record=record)
 
 
+def run_stamp(config: ml_collections.ConfigDict, clip_set: ClipSet) -> dict[str, Any]:
+    """What every fold's results depend on: the configuration and a digest of the clips as loaded."""
+    return {"config": workdir_lib.results_config(config),
+            "data": {"name": clip_set.name, "clips": len(clip_set), "digest": stamps.clip_set_digest(clip_set)}}
+
+
+def fold_stamp(stamp: dict[str, Any], clip_set: ClipSet, fold: protocols.Fold, freeze_until: str) -> dict[str, Any]:
+    """``run_stamp`` plus the fold: its name, the clips of each side (digests) and its frozen prefix."""
+    sides = {side: stamps.digest_value(clip_set.clip_ids[getattr(fold, side)].tolist()) for side in protocols.SIDES}
+    return {**stamp, "fold": {"name": fold.name, "freeze_until": freeze_until, **sides}}
+
+
+def checked_fold_dir(fold_dir: str, stamp: dict[str, Any]) -> dict[str, Any] | None:
+    """Checks what an earlier run left in ``fold_dir`` against ``stamp``; returns its finished result, if any.
+
+    Raises:
+      UserError: when the fold's checkpoints or result were computed with
+        another configuration, other data or other fold members (naming what
+        differs), or carry no stamp.
+    """
+    stamp_file, result_file = os.path.join(fold_dir, STAMP_FILE), os.path.join(fold_dir, RESULT_FILE)
+    if not os.path.isdir(fold_dir) or not os.listdir(fold_dir):
+        return None
+    fix = "rerun with --overwrite to discard the earlier run's outputs, or pass another --workdir"
+    if not os.path.exists(stamp_file):
+        raise UserError(f"{fold_dir} holds outputs without a stamp of what they were computed from "
+                        f"(an older merjax, or another program); {fix}")
+    changed = stamps.differences(files.read_json(stamp_file, "fold stamp"), stamp)
+    if changed:
+        raise UserError(f"{fold_dir} was computed from something else ({'; '.join(changed)}); {fix}")
+    if not os.path.exists(result_file):
+        return None
+    try:
+        result = files.read_json(result_file, "fold result")
+    except UserError as error:
+        logger.warning("%s; the fold is evaluated again from its checkpoints", error)
+        return None
+    if result.get("stamp") != stamps.digest_value(stamp):
+        raise UserError(f"{result_file} does not belong to the stamp in {stamp_file}; {fix}")
+    return result
+
+
+def training_side(config: ml_collections.ConfigDict, fold: protocols.Fold) -> tuple[np.ndarray, np.ndarray]:
+    """The clips a fold trains on and validates on.
+
+    Validation subjects serve ``train.select`` (choosing the epoch on them) and
+    the validation learning curves. With ``train.select=''`` the last epoch is
+    kept, so nothing is chosen on them and they join the training side.
+    """
+    if config.train.select:
+        return fold.train, fold.val
+    return np.union1d(fold.train, fold.val), fold.val[:0]
+
+
 def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protocols.Fold, fold_index: int,
-             compiled: Compiled, workdir: str) -> dict[str, Any]:
+             compiled: Compiled, workdir: str, stamp: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Trains and tests one fold, or returns its finished result from an earlier run with the same stamp."""
     fold_dir = os.path.join(workdir, fold.name)
-    result_file = os.path.join(fold_dir, "result.json")
-    if os.path.exists(result_file):
-        with open(result_file) as f:
-            return json.load(f)
-    os.makedirs(fold_dir, exist_ok=True)
+    stamp = fold_stamp(stamp or run_stamp(config, clip_set), clip_set, fold, config.train.freeze_until)
+    finished = checked_fold_dir(fold_dir, stamp)
+    if finished is not None:
+        return finished
+    if jax.process_index() == 0:
+        files.atomic_write_json(os.path.join(fold_dir, STAMP_FILE), stamp)
     seed = int(np.random.SeedSequence([config.seed, fold_index]).generate_state(1)[0])
-    training = prepare_training(config, clip_set, fold.train, seed, compiled)
+    train_clips, val_clips = training_side(config, fold)
+    training = prepare_training(config, clip_set, train_clips, seed, compiled)
     inputs = compiled.inputs
     mesh, eval_step = compiled.mesh, compiled.eval_step
     max_length = pipeline.eval_length(clip_set)
 
     def validate(state) -> dict[str, float]:
-        prediction = predict_clips(eval_step, state, config, inputs, fold.val, mesh, max_length)
+        prediction = predict_clips(eval_step, state, config, inputs, val_clips, mesh, max_length)
         scores = metrics.classification_metrics(prediction["labels"], prediction["predictions"],
                                                 clip_set.num_classes)
         return {"loss": prediction["loss"], "accuracy": scores["accuracy"], "uf1": scores["uf1"],
@@ -262,7 +326,7 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
         train_batches=training.batches,
         epochs=config.train.epochs,
         mesh=mesh,
-        evaluate=validate if len(fold.val) else None,
+        evaluate=validate if len(val_clips) else None,
         select=config.train.select or None,
         checkpoint_dir=os.path.join(fold_dir, "checkpoints"),
         progress=tqdm,
@@ -271,31 +335,93 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
     test = predict_clips(eval_step, fitted.state, config, inputs, fold.test, mesh, max_length)
     result = {
         "name": fold.name,
-        "train_subjects": sorted(set(clip_set.subjects[fold.train].tolist())),
-        "val_subjects": sorted(set(clip_set.subjects[fold.val].tolist())),
+        "stamp": stamps.digest_value(stamp),
+        "train_subjects": sorted(set(clip_set.subjects[train_clips].tolist())),
+        "val_subjects": sorted(set(clip_set.subjects[val_clips].tolist())),
         "test_subjects": sorted(set(clip_set.subjects[fold.test].tolist())),
         "training_samples": training.record,
         "steps_per_epoch": training.steps_per_epoch,
         "history": fitted.history,
         "selected_epoch": fitted.selected_epoch,
         "resumed_from_epoch": fitted.resumed_from,
+        "resume_notes": fitted.notes,
         "frozen_prefix": compiled.frozen_prefix,
         "test": test,
     }
-    with open(result_file, "w") as f:
-        json.dump(result, f, indent=1)
+    if jax.process_index() == 0:
+        files.atomic_write_json(os.path.join(fold_dir, RESULT_FILE), result)
     return result
 
 
+def check_coverage(config: ml_collections.ConfigDict, clip_set: ClipSet, folds: list[protocols.Fold],
+                   results: list[dict[str, Any]]) -> str:
+    """Checks that the folds' test predictions cover the protocol's test clips exactly once; says how.
+
+    Every protocol but ``cross_database`` tests every clip once;
+    ``cross_database`` tests every clip of the test database once.
+
+    Raises:
+      RuntimeError: naming a clip tested twice, never, or not by the fold that owns it.
+    """
+    tested = collections.Counter(clip for result in results for clip in result["test"]["clips"])
+    twice = [clip for clip, count in tested.items() if count > 1]
+    if twice:
+        raise RuntimeError(f"clip {twice[0]!r} is tested {tested[twice[0]]} times ({len(twice)} such clips)")
+    for fold, result in zip(folds, results):
+        expected = set(clip_set.clip_ids[fold.test].tolist())
+        if set(result["test"]["clips"]) != expected:
+            raise RuntimeError(f"fold {fold.name}: its result tests other clips than the fold's test side")
+    if config.protocol.kind == "cross_database":
+        expected = set(clip_set.clip_ids[clip_set.datasets == config.protocol.test].tolist())
+        scope = f"every clip of {config.protocol.test}"
+    else:
+        expected = set(clip_set.clip_ids.tolist())
+        scope = "every clip"
+    missing = sorted(expected - set(tested))
+    if missing:
+        raise RuntimeError(f"{len(missing)} clip(s) are never tested, e.g. {missing[0]!r}")
+    return f"{scope} tested exactly once ({len(expected)} clips, {len(folds)} folds)"
+
+
+def fold_configs(config: ml_collections.ConfigDict, clip_set: ClipSet,
+                 folds: list[protocols.Fold]) -> list[ml_collections.ConfigDict]:
+    """Each fold's config: ``config`` itself, or with the fold's own ``train.freeze_until`` read from
+    ``train.freeze_from`` (per-fold layer choices of ``experiments.gradcam_layers``, made on training subjects)."""
+    if not config.train.freeze_from:
+        return [config] * len(folds)
+    chosen = layer_choice.freeze_until_per_fold(config.train.freeze_from, config, folds, clip_set.clip_ids)
+    configs = []
+    for fold in folds:
+        fold_config = config.copy_and_resolve_references()
+        with fold_config.unlocked():
+            fold_config.train.freeze_until = chosen[fold.name]
+        configs.append(fold_config)
+    return configs
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Runs the whole cross-validation and writes the reports; returns the summary."""
+    """Runs the whole cross-validation and writes the reports; returns the summary.
+
+    Folds finished by an earlier run with the same stamp are reused, an
+    unfinished one resumes from its checkpoints, and anything computed from
+    another configuration or other data is refused (``checked_fold_dir``).
+    The caller owns the workdir (``experiments.workdir.claim``: lock + config check).
+    """
+    started = time.time()
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
     clip_set = load_clip_set(config)
     folds = make_folds(config, clip_set)
-    compiled = compile_run(config, clip_set, workdir)
-    results = [run_fold(config, clip_set, fold, i, compiled, workdir) for i, fold in enumerate(folds)]
+    stamp = run_stamp(config, clip_set)
+    compiled_by_prefix: dict[str, Compiled] = {}
+    results = []
+    for index, (fold, fold_config) in enumerate(zip(folds, fold_configs(config, clip_set, folds))):
+        prefix = fold_config.train.freeze_until
+        if prefix not in compiled_by_prefix:
+            compiled_by_prefix[prefix] = compile_run(fold_config, clip_set, workdir)
+        results.append(run_fold(fold_config, clip_set, fold, index, compiled_by_prefix[prefix], workdir, stamp))
+    coverage = check_coverage(config, clip_set, folds, results)
     summary = report.summarize(config, clip_set, results)
+    summary["coverage"] = coverage
+    summary["wall_seconds"] = round(time.time() - started, 1)
     report.write(workdir, summary, results, clip_set.class_names)
     return summary

@@ -30,25 +30,13 @@ from typing import Any, Iterator, Mapping
 import jax
 import ml_collections
 
-from merjax import files
+from merjax import files, stamps
 from merjax.errors import UserError
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 # Dotted config keys that do not change any result of a run.
 IGNORED_KEYS = frozenset({"data.num_threads", "train.cache_memory_gb", "seeds"})
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; tuples become lists (as in JSON)."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = list(value) if isinstance(value, tuple) else value
-    return flat
 
 
 def config_dict(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
@@ -58,20 +46,16 @@ def config_dict(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[s
     return json.loads(json.dumps(config))
 
 
-def differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any],
-                ignored: frozenset[str] = IGNORED_KEYS) -> list[str]:
-    """``key: recorded -> wanted`` for every dotted key whose value differs (absent keys included)."""
-    old, new = flatten(recorded), flatten(wanted)
-    missing = object()
-    lines = []
-    for key in sorted(set(old) | set(new)):
-        if key in ignored:
-            continue
-        before, after = old.get(key, missing), new.get(key, missing)
-        if before != after:
-            lines.append(f"{key}: {'(absent)' if before is missing else repr(before)} -> "
-                         f"{'(absent)' if after is missing else repr(after)}")
-    return lines
+def results_config(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
+    """The configuration without ``IGNORED_KEYS``: what a run's results depend on."""
+    values = config_dict(config)
+    for key in IGNORED_KEYS:
+        *parents, leaf = key.split(".")
+        node = values
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(leaf, None)
+    return values
 
 
 @contextlib.contextmanager
@@ -135,7 +119,8 @@ def claim(workdir: str, config: ml_collections.ConfigDict | Mapping[str, Any],
         if overwrite:
             empty(workdir)
         elif os.path.exists(recorded_path):
-            changed = differences(files.read_json(recorded_path, "the earlier run's config"), wanted)
+            changed = stamps.differences(files.read_json(recorded_path, "the earlier run's config"), wanted,
+                                        IGNORED_KEYS)
             if changed:
                 raise UserError(f"workdir {workdir} holds a run of another configuration ({'; '.join(changed)}); "
                                 f"rerun with --overwrite to discard it and start afresh, or pass another --workdir")

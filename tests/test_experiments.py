@@ -14,6 +14,7 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 from experiments import cv
+from experiments.workdir import claim
 from experiments.configs import smic_bilstm, smic_vggface2
 from merjax.data import pipeline
 from tests import fake_databases as fake
@@ -51,7 +52,8 @@ def tiny_data_dir(tiny_dataset_dir) -> str:
 def _run_smoke(config_module, data_dir: str, workdir: str):
     config = config_module.get_config("smoke")
     config.data.data_dir = data_dir
-    summary = cv.run(config, workdir)
+    with claim(workdir, config):                                 # as the command line runs it
+        summary = cv.run(config, workdir)
     _check_summary(summary, workdir)
     return config, summary
 

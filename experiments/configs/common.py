@@ -91,6 +91,9 @@ def base() -> ml_collections.ConfigDict:
     # Seed 001 retrains from l_s and freezes the layers before it: the backbone endpoint
     # just before l_s ('conv1', 'pool1', 'layer1'..'layer4', 'pooled'); '' trains everything.
     config.train.freeze_until = ""
+    # Or each fold's own l_s: the gradcam_scores.json of experiments.gradcam_layers, chosen on that fold's
+    # training subjects only (overrides freeze_until fold by fold).
+    config.train.freeze_from = ""
     config.train.cache_prefix = True        # compute the frozen prefix once per frame, train the suffix only
     config.train.cache_variants = 4         # cached versions per clip: the clip + 3 fixed random flips/rotations
     config.train.cache_dtype = "float16"

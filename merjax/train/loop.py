@@ -14,6 +14,7 @@ Model selection never looks at the test fold: either the last epoch is kept
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Any, Callable, Iterable, Mapping
 
@@ -25,6 +26,7 @@ from merjax.train.checkpoint import Checkpointer
 from merjax.train.sharding import shard_batch
 
 Progress = Callable[..., Iterable]
+logger = logging.getLogger(__name__)
 
 
 def no_progress(iterable: Iterable, **_: Any) -> Iterable:
@@ -38,6 +40,7 @@ class FitResult:
     history: list[dict[str, Any]]    # one record per epoch: train_* and val_* metrics, seconds
     selected_epoch: int
     resumed_from: int | None         # the epoch restored from a checkpoint, if any
+    notes: list[str] = dataclasses.field(default_factory=list)   # damaged checkpoints skipped on resume
 
 
 def mean_metrics(step_metrics: list[Mapping[str, Any]], prefix: str) -> dict[str, float]:
@@ -82,18 +85,34 @@ def fit(
     checkpointer = Checkpointer(checkpoint_dir) if checkpoint_dir else None
     best = Checkpointer(f"{checkpoint_dir}_best", max_to_keep=1) if checkpoint_dir and select else None
     history: list[dict[str, Any]] = []
-    start_epoch, resumed_from = 0, None
-    if checkpointer is not None and checkpointer.latest_epoch() is not None:
-        state, history, resumed_from = checkpointer.restore(state)
-        start_epoch = resumed_from + 1
+    start_epoch, resumed_from, notes = 0, None, []
+    if checkpointer is not None:
+        restored, skipped = checkpointer.restore_latest_readable(state)
+        notes += skipped
+        if restored is not None:
+            state, history, resumed_from = restored.state, restored.history, restored.epoch
+            start_epoch = resumed_from + 1
+            if skipped:
+                notes.append(f"resumed from the checkpoint of epoch {resumed_from + 1}")
+        elif skipped:
+            notes.append("no readable checkpoint left; training starts from the first epoch")
 
     best_state, best_epoch, best_value = None, -1, -np.inf
-    if select is not None:
-        for record in history:
-            if record[f"val_{select}"] > best_value:
-                best_epoch, best_value = record["epoch"], record[f"val_{select}"]
-        if best is not None and best.latest_epoch() is not None:
-            best_state, _, _ = best.restore(state)
+    if select is not None and best is not None:
+        restored_best, skipped = best.restore_latest_readable(state)
+        notes += skipped
+        # The best epoch so far counts only if its state is at hand (and was reached before the resume point).
+        if restored_best is not None and restored_best.epoch >= start_epoch:
+            best.remove(restored_best.epoch)   # from an epoch that is trained again (its checkpoint was damaged)
+            restored_best = None
+        if restored_best is not None:
+            best_state, best_epoch = restored_best.state, restored_best.epoch
+            best_value = next(r[f"val_{select}"] for r in history if r["epoch"] == best_epoch)
+        elif history:
+            notes.append(f"the best-{select} checkpoint is missing or unreadable; selection restarts at epoch "
+                         f"{start_epoch + 1}")
+    for note in notes:
+        logger.warning("%s", note)
 
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
@@ -116,5 +135,5 @@ def fit(
             checkpointer.save(epoch, state, history)
 
     if select is None or best_state is None:
-        return FitResult(state, history, selected_epoch=len(history) - 1, resumed_from=resumed_from)
-    return FitResult(best_state, history, selected_epoch=best_epoch, resumed_from=resumed_from)
+        return FitResult(state, history, selected_epoch=len(history) - 1, resumed_from=resumed_from, notes=notes)
+    return FitResult(best_state, history, selected_epoch=best_epoch, resumed_from=resumed_from, notes=notes)

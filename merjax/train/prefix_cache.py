@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable
 import jax
 import numpy as np
 
+from merjax import files, stamps
 from merjax.data.pipeline import Augmentation, ClipSet
 from merjax.models.resnet import vggface2_preprocess
 
@@ -90,14 +91,14 @@ KEY_FILE = "cache_key.json"
 
 def cache_key(backbone_variables: Any, clip_set: ClipSet, endpoint: str, variants: int,
               augmentation: Augmentation | None, seed: int, dtype: Any) -> str:
-    """A hash of everything the cached features depend on."""
+    """A hash of everything the cached features depend on: the prefix's variables, the clips, the versions."""
     digest = hashlib.sha256()
     leaves, treedef = jax.tree.flatten(backbone_variables)
     digest.update(str(treedef).encode())
     for leaf in leaves:
-        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
-    digest.update(json.dumps([clip_set.name, clip_set.clip_ids.tolist(), [list(f.shape) for f in clip_set.frames],
-                              endpoint, variants, repr(augmentation), seed, str(np.dtype(dtype))]).encode())
+        stamps.update_with_array(digest, leaf)
+    stamps.update_with_value(digest, [stamps.clip_set_digest(clip_set), endpoint, variants, repr(augmentation), seed,
+                                      str(np.dtype(dtype))])
     return digest.hexdigest()
 
 
@@ -208,8 +209,7 @@ def build_prefix_cache(
         if isinstance(array, np.memmap):
             array.flush()
     if on_disk:
-        with open(os.path.join(directory, KEY_FILE), "w") as f:
-            json.dump({"key": key, "endpoint": endpoint}, f)
+        files.atomic_write_json(os.path.join(directory, KEY_FILE), {"key": key, "endpoint": endpoint})
     features_set = dataclasses.replace(clip_set, frames=[array[0] for array in stored])
     return PrefixCache(endpoint=endpoint, clip_set=features_set, variants=stored, num_bytes=num_bytes,
                        location=directory if on_disk else "memory")
