@@ -23,9 +23,11 @@ Runner = Callable[[ml_collections.ConfigDict, str], str]
 
 
 def cross_validation(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """The default runner: ``cv.run`` and its markdown summary."""
-    from experiments import cv, report  # imported on use: the experiments that pass their own runner skip them
+    """The default runner: ``cv.run`` and its markdown summary; with ``config.seeds``, once per seed and over seeds."""
+    from experiments import cv, report, seeds  # imported on use: the experiments that pass their own runner skip them
 
+    if config.get("seeds"):
+        return seeds.markdown(seeds.run_seeds(config, workdir, cv.run))
     return report.markdown(cv.run(config, workdir))
 
 

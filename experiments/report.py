@@ -1,11 +1,20 @@
-"""Reports of a cross-validation run: summary.json, summary.md and figures."""
+"""Reports of a cross-validation run: summary.json, summary.md and figures.
+
+Beside the pooled accuracy, UF1 and UAR, ``summarize`` states how far to trust
+them: per fold the metrics over the classes present on its test side too (a
+LOSO fold often lacks classes), the spread over folds as a sample std (ddof=1,
+stated), a percentile bootstrap interval of the pooled metrics, the chance
+levels on the same folds, and the run's provenance (``experiments.provenance``).
+"""
 
 from __future__ import annotations
 
-import json
+import collections
+import io
 import os
 from typing import Any, Sequence
 
+import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -13,19 +22,29 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from experiments import provenance as provenance_lib  # noqa: E402
+from merjax import files  # noqa: E402
 from merjax.data.pipeline import ClipSet  # noqa: E402
 from merjax.train import metrics  # noqa: E402
 
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
 
-def summarize(config: ml_collections.ConfigDict, clip_set: ClipSet, results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Pools the folds' test predictions: accuracy, UF1, UAR and confusion over all folds."""
+
+def summarize(config: ml_collections.ConfigDict, clip_set: ClipSet, results: Sequence[dict[str, Any]],
+              provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Pools the folds' test predictions: accuracy, UF1, UAR and confusion over all folds, and how far to trust them."""
     names = [r["name"] for r in results]
-    pooled = metrics.pool_folds([(r["test"]["labels"], r["test"]["predictions"]) for r in results],
-                                clip_set.num_classes, names=names)
+    class_names = list(clip_set.class_names)
+    per_fold = [(r["test"]["labels"], r["test"]["predictions"]) for r in results]
+    pooled = metrics.pool_folds(per_fold, clip_set.num_classes, names=names)
+    labels = np.concatenate([np.asarray(fold_labels, np.int64) for fold_labels, _ in per_fold])
+    predictions = np.concatenate([np.asarray(fold_predictions, np.int64) for _, fold_predictions in per_fold])
     summary = {
         "experiment": config.experiment,
         "dataset": clip_set.name,
-        "classes": list(clip_set.class_names),
+        "classes": class_names,
         "protocol": config.protocol.kind,
         "seed": config.seed,
         "accuracy": pooled["accuracy"],
@@ -33,13 +52,30 @@ def summarize(config: ml_collections.ConfigDict, clip_set: ClipSet, results: Seq
         "uar": pooled["uar"],
         "confusion": pooled["confusion"],
         "num_clips": pooled["num_samples"],
+        "absent_classes": [class_names[c] for c in pooled["absent_classes"]],
+        "bootstrap": {
+            "method": f"percentile bootstrap: {BOOTSTRAP_RESAMPLES} resamples with replacement of the "
+                      f"{len(labels)} pooled test clips (seed {BOOTSTRAP_SEED}), predictions fixed; clips "
+                      f"treated as independent (clips of one subject are not), so the interval is if anything "
+                      f"too narrow; it does not include training variance (run several seeds for that)",
+            "confidence": CONFIDENCE,
+            **metrics.bootstrap_interval(labels, predictions, clip_set.num_classes, resamples=BOOTSTRAP_RESAMPLES,
+                                         confidence=CONFIDENCE, seed=BOOTSTRAP_SEED),
+        },
+        "chance": {"majority": majority_chance(clip_set, results),
+                   "uniform": {"method": "exact expectation of guessing each class with probability 1/C, "
+                                         "independently per clip, on the pooled test labels",
+                               **metrics.expected_uniform_metrics(labels, clip_set.num_classes)}},
         "fold_mean": pooled["fold_mean"],
         "fold_std": pooled["fold_std"],
+        "fold_std_ddof": pooled["fold_std_ddof"],
         "folds": [
-            {**fold_metrics, "selected_epoch": r["selected_epoch"], "training_samples": r["training_samples"],
+            {**fold_metrics, "absent_classes": [class_names[c] for c in fold_metrics["absent_classes"]],
+             "selected_epoch": r["selected_epoch"], "training_samples": r["training_samples"],
              "test_subjects": r["test_subjects"], "val_subjects": r["val_subjects"]}
             for fold_metrics, r in zip(pooled["per_fold"], results)
         ],
+        "provenance": provenance,
     }
     if results and results[0].get("frozen_prefix"):
         summary["frozen_prefix"] = results[0]["frozen_prefix"]
@@ -51,22 +87,87 @@ def summarize(config: ml_collections.ConfigDict, clip_set: ClipSet, results: Seq
     return summary
 
 
+def majority_chance(clip_set: ClipSet, results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Pooled metrics of predicting, in each fold, the majority class of that fold's training clips.
+
+    The training clips are those of the fold's training subjects (validation
+    subjects left out, as in training); ties go to the lower class index. The
+    test side is never looked at. Subjects are matched by name, so when two
+    databases of the clip set share a subject name the baseline is not given
+    (``None`` values and a ``reason``).
+    """
+    databases_of = collections.defaultdict(set)
+    for dataset, subject in zip(clip_set.datasets.tolist(), clip_set.subjects.tolist()):
+        databases_of[subject].add(dataset)
+    shared = sorted(subject for subject, databases in databases_of.items() if len(databases) > 1)
+    if shared:
+        return {"accuracy": None, "uf1": None, "uar": None, "classes": None,
+                "reason": f"subject name {shared[0]!r} occurs in several databases of the clip set"}
+    majority, per_fold = {}, []
+    for result in results:
+        on_training_side = np.isin(clip_set.subjects, result["train_subjects"])
+        majority_class = int(np.argmax(np.bincount(clip_set.labels[on_training_side], minlength=clip_set.num_classes)))
+        majority[result["name"]] = clip_set.class_names[majority_class]
+        labels = result["test"]["labels"]
+        per_fold.append((labels, np.full(len(labels), majority_class)))
+    pooled = metrics.pool_folds(per_fold, clip_set.num_classes)
+    return {"accuracy": pooled["accuracy"], "uf1": pooled["uf1"], "uar": pooled["uar"], "classes": majority,
+            "method": "each fold predicts the majority class of its training clips (ties: lower class index), "
+                      "pooled over folds like the model's predictions"}
+
+
+def format_scores(row: dict[str, Any], keys: Sequence[str] = metrics.SUMMARY_METRICS) -> str:
+    return " | ".join("n/a" if row.get(key) is None else f"{row[key]:.4f}" for key in keys)
+
+
+def format_mean_std(mean: float, std: float | None) -> str:
+    return f"{mean:.4f} ± " + ("n/a" if std is None else f"{std:.4f}")
+
+
+def format_interval(bounds: Sequence[float]) -> str:
+    return f"[{bounds[0]:.4f}, {bounds[1]:.4f}]"
+
+
 def markdown(summary: dict[str, Any]) -> str:
-    """The summary as a markdown table: pooled metrics, then one row per fold."""
+    """The summary as markdown: pooled metrics with their interval and chance levels, per fold, provenance."""
+    mean, std, ddof = summary["fold_mean"], summary["fold_std"], summary["fold_std_ddof"]
+    boot, chance = summary["bootstrap"], summary["chance"]
+    confidence = f"{100 * boot['confidence']:g} %"
     lines = [
         f"# {summary['experiment']} on {summary['dataset']} ({summary['protocol']}, seed {summary['seed']})",
         "",
         "| | accuracy | UF1 | UAR | clips |",
         "|---|---|---|---|---|",
-        f"| pooled over folds | {summary['accuracy']:.4f} | {summary['uf1']:.4f} | {summary['uar']:.4f} "
-        f"| {summary['num_clips']} |",
-        f"| mean ± std of folds | {summary['fold_mean']['accuracy']:.4f} ± {summary['fold_std']['accuracy']:.4f} "
-        f"| {summary['fold_mean']['uf1']:.4f} ± {summary['fold_std']['uf1']:.4f} "
-        f"| {summary['fold_mean']['uar']:.4f} ± {summary['fold_std']['uar']:.4f} | |",
+        f"| pooled over folds | {format_scores(summary)} | {summary['num_clips']} |",
+        f"| {confidence} bootstrap interval | "
+        + " | ".join(format_interval(boot[key]) for key in metrics.SUMMARY_METRICS) + " | |",
+        f"| chance: training-side majority | {format_scores(chance['majority'])} | |",
+        f"| chance: uniform guess (expected) | {format_scores(chance['uniform'])} | |",
+        f"| mean ± std of folds (ddof={ddof}) | "
+        + " | ".join(format_mean_std(mean[key], std[key]) for key in metrics.SUMMARY_METRICS) + " | |",
+        f"| same, classes present in each fold's test side | "
+        f"| {format_mean_std(mean['uf1_present'], std['uf1_present'])} "
+        f"| {format_mean_std(mean['uar_present'], std['uar_present'])} | |",
+        "",
+        "| fold | accuracy | UF1 | UAR | UF1 (present) | UAR (present) | absent from test | clips |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for fold in summary["folds"]:
-        lines.append(f"| {fold['name']} | {fold['accuracy']:.4f} | {fold['uf1']:.4f} | {fold['uar']:.4f} "
-                     f"| {fold['num_samples']} |")
+        lines.append(f"| {fold['name']} | {format_scores(fold, metrics.FOLD_METRICS)} "
+                     f"| {', '.join(fold['absent_classes']) or '—'} | {fold['num_samples']} |")
+    lines += [
+        "",
+        f"UF1 and UAR average over all {len(summary['classes'])} classes, an absent class counting 0; "
+        f"'(present)' averages over the classes with a test clip in that fold only. "
+        f"Fold std is the sample std (ddof={ddof}) over {len(summary['folds'])} folds.",
+        f"Interval: {boot['method']}.",
+        f"Chance: {chance['uniform']['method']}; "
+        + (f"majority: {chance['majority']['method']} "
+           f"({', '.join(f'{name}: {cls}' for name, cls in chance['majority']['classes'].items())})."
+           if chance["majority"]["classes"] is not None else f"majority: not given ({chance['majority']['reason']})."),
+    ]
+    if summary["absent_classes"]:
+        lines.append(f"No test clip at all of: {', '.join(summary['absent_classes'])} (their F1 and recall are 0).")
     if "frame_level" in summary:
         frame = summary["frame_level"]
         lines += ["", f"Frame level (every test frame a sample): accuracy {frame['accuracy']:.4f}, "
@@ -93,7 +194,16 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += ["| | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
     for name, row in zip(classes, summary["confusion"]):
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "## Provenance", ""] + provenance_lib.markdown_lines(summary.get("provenance"))
     return "\n".join(lines) + "\n"
+
+
+def save_figure(fig: Any, path: str) -> None:
+    """Saves ``fig`` as PNG to ``path`` atomically and closes it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    files.atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: str, title: str) -> None:
@@ -111,8 +221,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_learning_curves(results: Sequence[dict[str, Any]], path: str, metric: str) -> None:
@@ -131,16 +240,16 @@ def plot_learning_curves(results: Sequence[dict[str, Any]], path: str, metric: s
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write(workdir: str, summary: dict[str, Any], results: Sequence[dict[str, Any]],
           class_names: Sequence[str]) -> None:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(workdir, "summary.md"), "w") as f:
-        f.write(markdown(summary))
+    """Writes summary.json, summary.md and the figures (atomically; in a multi-process run only process 0)."""
+    if jax.process_index() != 0:
+        return
+    files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
+    files.atomic_write_text(os.path.join(workdir, "summary.md"), markdown(summary))
     plot_confusion(summary["confusion"], class_names, os.path.join(workdir, "confusion.png"),
                    f"{summary['experiment']}: pooled over folds")
     for metric in ("loss", "accuracy"):
