@@ -3,6 +3,11 @@
 Each experiment module is a few lines that call ``main(name)`` (the subject-wise
 cross-validation of ``experiments/cv.py``) or ``main(name, run)`` with its own
 run function; the logic lives in ``experiments/`` and the library.
+
+The config is validated before the run (``experiments/configs/validate.py``).
+A user error (a bad config value, file or data) ends the run as one line
+``error: ...`` on stderr with exit status 2; ``--verbose`` or
+``MERJAX_VERBOSE=1`` adds its traceback. Other errors are bugs and keep theirs.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from datasets.build import user_errors_as_one_line
 from experiments import workdir
+from experiments.configs.validate import validate
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
@@ -39,12 +46,15 @@ def main(name: str, run: Runner = cross_validation) -> None:
     overwrite_flag = flags.DEFINE_bool(
         "overwrite", False, "discard what an earlier run left in --workdir and start afresh (without it, a rerun "
         "of the same config resumes and one of another config is refused)")
+    verbose_flag = flags.DEFINE_bool("verbose", False, "print the traceback of a user error too (also MERJAX_VERBOSE=1)")
 
     def run_flags(argv: list[str]) -> None:
         del argv
         logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint at INFO
-        with workdir.claim(workdir_flag.value, config_flag.value, overwrite=overwrite_flag.value):
-            text = run(config_flag.value, workdir_flag.value)
+        with user_errors_as_one_line(verbose_flag.value):
+            validate(config_flag.value)
+            with workdir.claim(workdir_flag.value, config_flag.value, overwrite=overwrite_flag.value):
+                text = run(config_flag.value, workdir_flag.value)
         print(text)
         print(f"outputs in {os.path.abspath(workdir_flag.value)}")
 

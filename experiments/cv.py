@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.build import ensure_all_built
+from datasets.core.builder import read_build_report, report_lines
 from experiments import layer_choice, report
 from experiments import workdir as workdir_lib
 from merjax import files, stamps
@@ -43,29 +44,55 @@ logger = logging.getLogger(__name__)
 
 
 def load_clip_set(config: ml_collections.ConfigDict) -> ClipSet:
-    """Builds ``data.name`` where needed (``A+B``: each) and loads it resized to ``data.image_size``."""
-    directories = ensure_all_built(config.data.name, config.data.data_dir, config.data.manual_dir or None,
-                                   config.data.faces.to_dict())
-    clip_sets = [pipeline.load_clips(directory, config.data.image_size, progress=tqdm) for directory in directories]
+    """Builds ``data.name`` where needed (``A+B``: each) and loads it resized to ``data.image_size``.
+
+    A build made here prints its report (clips per class, every quirk), as
+    ``python -m datasets.build`` does.
+    """
+    prepared = ensure_all_built(config.data.name, config.data.data_dir, config.data.manual_dir or None,
+                                config.data.faces.to_dict(), manual_dir_flag="--config.data.manual_dir")
+    for dataset in prepared:
+        report = read_build_report(dataset.directory) if dataset.built else None
+        if report and jax.process_index() == 0:
+            print("\n".join([f"built {dataset.directory}:", *report_lines(report)]))
+    clip_sets = [pipeline.load_clips(dataset.directory, config.data.image_size, progress=tqdm)
+                 for dataset in prepared]
     return clip_sets[0] if len(clip_sets) == 1 else pipeline.concat_clip_sets(clip_sets)
 
 
 def make_folds(config: ml_collections.ConfigDict, clip_set: ClipSet) -> list[protocols.Fold]:
-    kind = config.protocol.kind
-    common = dict(val_subjects=config.protocol.val_subjects, num_classes=clip_set.num_classes)
-    if kind == "kfold_by_subject":
-        subjects = protocols.subject_keys(clip_set.datasets, clip_set.subjects)
-        return protocols.kfold_by_subject(subjects, clip_set.labels, config.protocol.k, config.seed, **common)
-    if kind == "loso":
-        return protocols.loso(clip_set.subjects, clip_set.labels, seed=config.seed, **common)
-    if kind == "composite_loso":
-        return protocols.composite_loso(clip_set.datasets, clip_set.subjects, clip_set.labels, seed=config.seed,
-                                        val_subjects=config.protocol.val_subjects)
-    if kind == "cross_database":
+    """The folds of ``protocol.kind`` over ``clip_set``, each checked (every class has a training example).
+
+    Raises:
+      UserError: when the data cannot give these folds (more folds than
+        subjects, a class with no training example, a missing database),
+        naming the ``--config.protocol`` keys to change.
+    """
+    kind, protocol = config.protocol.kind, config.protocol
+    if kind not in PROTOCOLS:
+        raise UserError(f"unknown protocol {kind!r} (--config.protocol.kind); choose one of {PROTOCOLS}")
+    common = dict(val_subjects=protocol.val_subjects, class_names=clip_set.class_names)
+    subjects = protocols.subject_keys(clip_set.datasets, clip_set.subjects)
+    if kind == "kfold_by_subject" and protocol.k > len(set(subjects.tolist())):
+        available = len(set(subjects.tolist()))
+        raise UserError(f"--config.protocol.k={protocol.k} folds need at least {protocol.k} subjects, but "
+                        f"{clip_set.name} has {available}: set --config.protocol.k={available} (or fewer) or "
+                        f"--config.protocol.kind=loso")
+    try:
+        if kind == "kfold_by_subject":
+            return protocols.kfold_by_subject(subjects, clip_set.labels, protocol.k, config.seed, **common)
+        if kind == "loso":
+            return protocols.loso(clip_set.subjects, clip_set.labels, seed=config.seed, **common)
+        if kind == "composite_loso":
+            return protocols.composite_loso(clip_set.datasets, clip_set.subjects, clip_set.labels, seed=config.seed,
+                                            **common)
         return [protocols.cross_database(clip_set.datasets, clip_set.subjects, clip_set.labels,
-                                         train=config.protocol.train, test=config.protocol.test, seed=config.seed,
-                                         **common)]
-    raise ValueError(f"unknown protocol {kind!r}; choose one of {PROTOCOLS}")
+                                         train=protocol.train, test=protocol.test, seed=config.seed, **common)]
+    except UserError as error:
+        keys = {"kfold_by_subject": "--config.protocol.k, --config.protocol.val_subjects or --config.seed",
+                "cross_database": "--config.protocol.train/test or --config.protocol.val_subjects"}
+        raise UserError(f"{clip_set.name}, --config.protocol.kind={kind}: {error}; the keys to change: "
+                        f"{keys.get(kind, '--config.protocol.val_subjects or --config.seed')}") from error
 
 
 def training_samples(config: ml_collections.ConfigDict, clip_set: ClipSet, clip_indices: np.ndarray,

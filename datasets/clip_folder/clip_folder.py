@@ -33,7 +33,7 @@ ignored):
   4); for a video, 0-based frame indices. Only onset..offset is kept (all
   frames when both are unknown); ``apex`` is stored as an index into the kept
   frames. A value that is not a whole number >= 0, or onset after offset,
-  raises ``ValueError`` naming the file, line and value: the CSV is yours to
+  raises ``UserError`` naming the file, line and value: the CSV is yours to
   fix, so nothing is guessed.
 * ``fps`` (optional): frames per second. A video without it takes its
   container's rate; a frame folder without it (or a video whose container has
@@ -62,15 +62,26 @@ shared ones (``no_face``, ``frame_gap``, ``corrupt_frame``,
 ``trimmed_to_onset_offset``, ``span_beyond_frames``, ...).
 
 One prepared copy per data_dir: the dataset is always ``clip_folder/default``,
-so build different clip folders into different ``--data_dir`` (and rebuild
-with ``--overwrite`` after changing the CSV).
+so build different clip folders into different ``--data_dir``. The build
+report stamps the copy with what it was read from (``source_stamp``): the
+resolved manual_dir and ``labels.csv`` path, the CSV's SHA-256 and, per clip,
+a digest of its files' paths, sizes and modification times. Hashing every
+frame would cost seconds to minutes at each experiment start; sizes alone miss
+a BMP frame replaced by another of the same dimensions; size + mtime is what
+``make`` and ``rsync`` trust, costs one ``stat`` per frame, and errs on the
+safe side (a copy made without keeping times asks for a rebuild). A later
+``datasets.build`` or experiment refuses the copy when any of it changed
+(``source_changes``), naming what and the ``--overwrite`` command that
+rebuilds it.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -84,6 +95,7 @@ from datasets.core.frames import IGNORED_FILES, frame_pattern, list_frames
 from datasets.core.quirks import QuirkLog
 from merjax import faces as face_ops
 from merjax.data import schema
+from merjax.errors import UserError
 
 DATASET = "clip_folder"
 CSV_NAME = "labels.csv"
@@ -144,7 +156,7 @@ def _frame_cell(path: Path, line: int, column: str, text: str) -> int | None:
     except ValueError:
         value = math.nan
     if not value.is_integer() or value < 0:
-        raise ValueError(f"{path} line {line}: {column} {text!r} is not a frame number "
+        raise UserError(f"{path} line {line}: {column} {text!r} is not a frame number "
                          f"(a whole number >= 0; empty or -1 = unknown)")
     return int(value)
 
@@ -157,7 +169,7 @@ def _fps_cell(path: Path, line: int, text: str) -> float | None:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{path} line {line}: fps {text!r} is not a positive number (empty = unknown)")
+        raise UserError(f"{path} line {line}: fps {text!r} is not a positive number (empty = unknown)")
     return value
 
 
@@ -170,11 +182,11 @@ def _columns(path: Path, header: Sequence[str]) -> dict[str, int]:
     names = [cell.strip().lower() for cell in header]
     for name in set(names):
         if name and names.count(name) > 1:
-            raise ValueError(f"{path} line 1: column {name!r} appears {names.count(name)} times")
+            raise UserError(f"{path} line 1: column {name!r} appears {names.count(name)} times")
     missing = [name for name in REQUIRED_COLUMNS if name not in names]
     if missing:
         hint = "; the CSV must be comma separated" if any(";" in cell or "\t" in cell for cell in header) else ""
-        raise ValueError(f"{path} line 1: missing required column(s) {', '.join(missing)}; header is "
+        raise UserError(f"{path} line 1: missing required column(s) {', '.join(missing)}; header is "
                          f"{','.join(header)!r}, expected {HEADER}{hint}")
     return {name: names.index(name) for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if name in names}
 
@@ -187,7 +199,7 @@ def read_labels_csv(path: str | Path, quirks: QuirkLog) -> list[CsvRow]:
     unknown (``apex_outside``).
 
     Raises:
-      ValueError: naming the file and line: no header, a missing required
+      UserError: naming the file and line: no header, a missing required
         column, an empty subject/clip/label cell, a bad onset/apex/offset/fps
         value, onset after offset, or more cells than header columns.
     """
@@ -195,12 +207,12 @@ def read_labels_csv(path: str | Path, quirks: QuirkLog) -> list[CsvRow]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error})") from error
+        raise UserError(f"{path}: not UTF-8 text ({error})") from error
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
         if header is None or not any(cell.strip() for cell in header):
-            raise ValueError(f"{path} line 1: no header; the first line must be {HEADER}")
+            raise UserError(f"{path} line 1: no header; the first line must be {HEADER}")
         columns = _columns(path, header)
         rows: list[CsvRow] = []
         seen: dict[tuple[str, str], int] = {}
@@ -210,16 +222,16 @@ def read_labels_csv(path: str | Path, quirks: QuirkLog) -> list[CsvRow]:
                 quirks.fixed("blank_row", f"{path.name} line {line}", "empty row ignored")
                 continue
             if any(cell.strip() for cell in cells[len(header):]):
-                raise ValueError(f"{path} line {line}: {len(cells)} cells but the header has {len(header)} "
+                raise UserError(f"{path} line {line}: {len(cells)} cells but the header has {len(header)} "
                                  f"columns: {cells!r}")
             for name in REQUIRED_COLUMNS:
                 if not _cell(cells, columns, name):
-                    raise ValueError(f"{path} line {line}: empty {name} cell: {cells!r}")
+                    raise UserError(f"{path} line {line}: empty {name} cell: {cells!r}")
             subject, clip, label = (_cell(cells, columns, name) for name in REQUIRED_COLUMNS)
             onset, apex, offset = (_frame_cell(path, line, name, _cell(cells, columns, name)) for name in SPAN_COLUMNS)
             fps = _fps_cell(path, line, _cell(cells, columns, "fps"))
             if onset is not None and offset is not None and onset > offset:
-                raise ValueError(f"{path} line {line}: onset {onset} is after offset {offset}")
+                raise UserError(f"{path} line {line}: onset {onset} is after offset {offset}")
             where = f"{DATASET} {subject}/{clip}"
             if apex is not None and ((onset is not None and apex < onset) or (offset is not None and apex > offset)):
                 quirks.fixed("apex_outside", where, f"{path.name} line {line}: apex {apex} outside onset..offset "
@@ -231,7 +243,7 @@ def read_labels_csv(path: str | Path, quirks: QuirkLog) -> list[CsvRow]:
             seen[subject, clip] = line
             rows.append(CsvRow(line, subject, clip, label, onset, apex, offset, fps))
     except csv.Error as error:
-        raise ValueError(f"{path} line {reader.line_num}: {error}") from error
+        raise UserError(f"{path} line {reader.line_num}: {error}") from error
     return rows
 
 
@@ -403,6 +415,54 @@ def _set_class_names(label: tfds.features.ClassLabel, names: Sequence[str]) -> N
     label.names = names
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def clip_files_digest(root: Path, source: FolderClip) -> str:
+    """A digest of the files clip ``source`` is read from: their paths below ``root``, sizes and mtimes."""
+    paths = [source.video] if source.video is not None else [frame.path for frame in source.frames]
+    entries = [[str(path.relative_to(root)), path.stat().st_size, path.stat().st_mtime_ns] for path in paths]
+    return _sha256(json.dumps(entries).encode())[:16]
+
+
+def source_stamp(csv_path: Path, sources: Sequence[FolderClip]) -> dict[str, Any]:
+    """What a build read: the resolved ``labels.csv`` path, its SHA-256 and each clip's files digest."""
+    return {
+        "csv": str(csv_path.resolve()),
+        "csv_sha256": _sha256(csv_path.read_bytes()),
+        "clips": {f"{source.subject}/{source.clip}": clip_files_digest(csv_path.parent, source) for source in sources},
+    }
+
+
+def _some(names: Sequence[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def stamp_changes(recorded: Mapping[str, Any], manual_dir: Path) -> list[str]:
+    """What differs between the stamp ``recorded`` by a build and ``manual_dir`` now (empty: nothing)."""
+    path = find_csv(manual_dir)
+    if path is None:
+        return [f"{manual_dir} holds no {CSV_NAME} any more"]
+    if str(path.resolve()) != recorded["csv"]:
+        return [f"its {CSV_NAME} was {recorded['csv']}, now {path.resolve()}"]
+    if _sha256(path.read_bytes()) != recorded["csv_sha256"]:
+        return [f"{path} changed since the build"]
+    quirks = QuirkLog()   # the build's report holds the quirks; here only the clips found count
+    rows = read_labels_csv(path, quirks)
+    current = source_stamp(path, find_clips(path.parent, rows, class_names(rows), quirks))["clips"]
+    before = recorded["clips"]
+    changes = []
+    for names, what in (
+            (sorted(name for name in before.keys() & current.keys() if before[name] != current[name]),
+             "had files added, removed or modified"),
+            (sorted(current.keys() - before.keys()), "listed in the CSV appeared on disk"),
+            (sorted(before.keys() - current.keys()), "disappeared from disk")):
+        if names:
+            changes.append(f"{len(names)} clip(s) {what} ({_some(names)})")
+    return changes
+
+
 class ClipFolder(RealMEBuilder):
     """Your own micro-expression clips (frame folders or videos) listed in labels.csv; classes from the CSV."""
 
@@ -458,4 +518,12 @@ class ClipFolder(RealMEBuilder):
     def _report(self, sources: list[ClipSource], written: Mapping[str, int], quirks: QuirkLog) -> dict[str, Any]:
         report = super()._report(sources, written, quirks)
         report["csv"] = str(self._csv_path)
+        report["stamp"] = source_stamp(self._csv_path, sources)
         return report
+
+    def source_changes(self, report: Mapping[str, Any], manual_dir: Path) -> list[str]:
+        """What changed in ``manual_dir`` since the build that wrote ``report`` (``datasets.build`` asks).
+
+        A copy built before stamps were recorded cannot be checked: nothing is reported.
+        """
+        return stamp_changes(report["stamp"], manual_dir) if "stamp" in report else []

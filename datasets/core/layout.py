@@ -13,12 +13,26 @@ import re
 from pathlib import Path
 from typing import Callable, Iterator
 
+from merjax.errors import UserError
+
 SEARCH_DEPTH = 3
 LISTED_ENTRIES = 12
 
 
-class ManualDirError(ValueError):
-    """The manual_dir does not hold the database in a layout the builder understands."""
+BUILD_FLAG = "--manual_dir"   # the manual_dir flag of ``python -m datasets.build``, named in the messages
+
+
+class ManualDirError(UserError):
+    """The manual_dir does not hold the database in a layout the builder understands.
+
+    The first line of the message says what is wrong and what to pass; the
+    lines below show the expected layout and what the folder holds.
+    """
+
+    def naming_flag(self, flag: str) -> ManualDirError:
+        """The same error naming ``flag`` (e.g. ``--config.data.manual_dir`` of an experiment) instead of
+        ``datasets.build``'s ``--manual_dir``, so that the advice fits the command the user ran."""
+        return ManualDirError(re.sub(rf"{BUILD_FLAG}\b", flag, str(self)))
 
 
 def walk_dirs(root: Path, max_depth: int = SEARCH_DEPTH) -> Iterator[Path]:
@@ -64,5 +78,5 @@ def listing(root: Path) -> str:
 def manual_dir_error(dataset: str, manual_dir: Path, problem: str, expected_layout: str) -> ManualDirError:
     """An error saying what is wrong with ``manual_dir``, the expected layout and what is there."""
     return ManualDirError(
-        f"{dataset}: {problem}\nmanual_dir: {manual_dir}\n\nExpected layout (pass --manual_dir=ROOT):\n"
-        f"{expected_layout.strip()}\n\nFound in {manual_dir}:\n{listing(manual_dir)}")
+        f"{dataset}: {problem}; pass {BUILD_FLAG}=ROOT, a folder laid out as below\nmanual_dir: {manual_dir}\n\n"
+        f"Expected layout:\n{expected_layout.strip()}\n\nFound in {manual_dir}:\n{listing(manual_dir)}")

@@ -16,7 +16,9 @@ rows of every global batch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shlex
 from typing import Any, Callable, Iterator, Sequence
 
 import cv2
@@ -26,6 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from merjax.data import augment, clips, schema
+from merjax.errors import UserError
 
 Batch = dict[str, np.ndarray]
 
@@ -57,17 +60,74 @@ class ClipSet:
         return np.asarray([len(f) for f in self.frames], np.int64)
 
 
-def open_prepared(dataset_dir: str) -> tfds.core.DatasetBuilder:
-    """Opens a prepared dataset directory (the versioned folder holding dataset_info.json)."""
-    info_file = os.path.join(dataset_dir, "dataset_info.json")
-    if not os.path.isfile(info_file):
-        raise FileNotFoundError(
-            f"no prepared dataset at {dataset_dir!r} (missing {info_file}); build it with "
-            f"`python -m datasets.build NAME/CONFIG --data_dir=DIR`")
+INFO_FILE = "dataset_info.json"
+CLASS_NAMES_FILE = "label.labels.txt"   # TFDS keeps the names of ClassLabel feature 'label' in '<feature>.labels.txt'
+
+
+def prepared_copy_rebuild_command(dataset_dir: str) -> str:
+    """The ``datasets.build`` command that rebuilds the prepared copy at ``<data_dir>/<name>/<config>/<version>``.
+
+    The name and data_dir come from the folder's place; a copy built from a
+    database adds the ``--manual_dir`` its ``metadata.json`` records (face
+    options left at their defaults).
+    """
+    path = os.path.abspath(dataset_dir)
+    config_dir = os.path.dirname(path)
+    name = f"{os.path.basename(os.path.dirname(config_dir))}/{os.path.basename(config_dir)}"
+    data_dir = os.path.dirname(os.path.dirname(config_dir))
+    command = f"python -m datasets.build {name} --data_dir={shlex.quote(data_dir)}"
     try:
-        return tfds.builder_from_directory(dataset_dir)
-    except Exception as error:  # noqa: BLE001 - re-raised with the path named
-        raise ValueError(f"prepared dataset at {dataset_dir!r} cannot be opened: {error}") from error
+        with open(os.path.join(path, "metadata.json"), encoding="utf-8") as f:
+            manual_dir = json.load(f).get("manual_dir")
+    except (OSError, ValueError, AttributeError):
+        manual_dir = None
+    if manual_dir:
+        command += f" --manual_dir={shlex.quote(manual_dir)}"
+    return f"{command} --overwrite"
+
+
+def _first_line(error: BaseException) -> str:
+    """``Type: message`` of another library's error, cut to its first line (messages here are one line)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def open_prepared(dataset_dir: str, rebuild_command: str | None = None) -> tfds.core.DatasetBuilder:
+    """Opens a prepared dataset directory (the versioned folder holding dataset_info.json).
+
+    Raises:
+      UserError: naming the folder or file when the copy is missing or damaged
+        (no or an unreadable ``dataset_info.json``, no ``label.labels.txt``
+        with the class names), with the command that rebuilds it
+        (``rebuild_command``, default ``prepared_copy_rebuild_command``).
+    """
+    if not os.path.isdir(dataset_dir):
+        raise UserError(f"no prepared dataset at {dataset_dir} (no such folder); build it with "
+                        f"{rebuild_command or 'python -m datasets.build NAME/CONFIG --data_dir=DIR'}, which prints the "
+                        f"folder to pass")
+    rebuild = rebuild_command or prepared_copy_rebuild_command(dataset_dir)
+    info_file = os.path.join(dataset_dir, INFO_FILE)
+    if not os.path.isfile(info_file):
+        raise UserError(f"the prepared dataset at {dataset_dir} is incomplete (no {INFO_FILE}: a build cut "
+                        f"short?); rebuild it: {rebuild}")
+    try:
+        with open(info_file, encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{info_file} is unreadable ({error}): the prepared copy is damaged; "
+                        f"rebuild it: {rebuild}") from None
+    try:
+        builder = tfds.builder_from_directory(dataset_dir)
+    except Exception as error:  # noqa: BLE001 - re-raised naming the folder and the fix
+        raise UserError(f"the prepared dataset at {dataset_dir} cannot be opened ({_first_line(error)}); "
+                        f"rebuild it: {rebuild}") from error
+    names_file = os.path.join(dataset_dir, CLASS_NAMES_FILE)
+    has_class_label = "label" in builder.info.features and isinstance(builder.info.features["label"],
+                                                                      tfds.features.ClassLabel)
+    if has_class_label and not os.path.isfile(names_file):
+        raise UserError(f"{names_file} is missing: the prepared copy lost its class names (TFDS would call them "
+                        f"'0', '1', ...); rebuild it: {rebuild}")
+    return builder
 
 
 def resize_clip(frames: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,17 +143,28 @@ def resize_clip(frames: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[n
 
 def load_clips(dataset_dir: str, image_size: int, split: str = "train",
                progress: Callable[..., Any] = lambda it, **_: it) -> ClipSet:
-    """Reads every clip of ``split`` once, validates it and resizes it to ``image_size``."""
+    """Reads every clip of ``split`` once, validates it and resizes it to ``image_size``.
+
+    Raises:
+      UserError: naming the folder, file or record when the prepared copy is
+        missing, damaged or has an unreadable record, with the command that
+        rebuilds it (``open_prepared``).
+    """
     builder = open_prepared(dataset_dir)
     if split not in builder.info.splits:
         raise KeyError(f"{dataset_dir!r} has no split {split!r}; it has {list(builder.info.splits)}")
-    source = builder.as_data_source(split=split)
+    try:
+        source = builder.as_data_source(split=split)
+    except Exception as error:  # noqa: BLE001 - a damaged record file is named with the fix
+        raise UserError(f"the records of split {split!r} in {dataset_dir} cannot be opened ({_first_line(error)}); "
+                        f"rebuild it: {prepared_copy_rebuild_command(dataset_dir)}") from error
     frames, landmarks, labels, subjects, clip_ids, fps, apexes, datasets = [], [], [], [], [], [], [], []
     for index in progress(range(len(source)), desc=f"loading {builder.info.full_name}", leave=False):
         try:
             example = source[index]
         except Exception as error:  # noqa: BLE001 - a corrupt record is named, never skipped
-            raise ValueError(f"{dataset_dir!r}: record {index} of split {split!r} is unreadable: {error}") from error
+            raise UserError(f"{dataset_dir}: record {index} of split {split!r} is unreadable ({_first_line(error)}); "
+                            f"rebuild it: {prepared_copy_rebuild_command(dataset_dir)}") from error
         where = f"{dataset_dir}: record {index} (clip {schema.decode_text(example['clip'])!r})"
         schema.validate(example, where=where)
         clip_frames, clip_landmarks = resize_clip(example["frames"], example["landmarks"], image_size)

@@ -10,6 +10,11 @@ split carved from its *training subjects* only, so that model selection
 
 A protocol works on two parallel sequences, one entry per example (clip):
 the subject id and the integer label. Folds hold example indices into them.
+Given ``num_classes`` (or ``class_names``, which also names the classes in
+messages) every fold is checked (``check_fold``). What the data cannot give
+(more folds than subjects, a class with no training example, validation
+subjects that would take a class away) raises ``UserError`` naming the fold,
+class or value.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import re
 from typing import Sequence
 
 import numpy as np
+
+from merjax.errors import UserError
 
 SIDES = ("train", "val", "test")
 
@@ -49,6 +56,7 @@ def kfold_by_subject(
     *,
     val_subjects: int = 1,
     num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> list[Fold]:
     """Splits the examples into ``k`` folds of whole subjects (seed 001, §4.6: 5 folds).
 
@@ -60,21 +68,23 @@ def kfold_by_subject(
     form its validation side and the rest its training side.
 
     Raises:
-      ValueError: if ``k`` < 2 or exceeds the number of subjects, or (when
-        ``num_classes`` is given) a fold fails ``check_fold``.
+      ValueError: if ``k`` < 2.
+      UserError: if ``k`` exceeds the number of subjects, or (when
+        ``num_classes`` or ``class_names`` is given) a fold fails ``check_fold``.
     """
     subject_array, label_array = _validated_arrays(subjects, labels)
     subject_names, subject_of_example = np.unique(subject_array, return_inverse=True)
     if k < 2:
         raise ValueError(f"k-fold needs k >= 2, got k={k}")
     if k > len(subject_names):
-        raise ValueError(f"k={k} folds need at least {k} subjects, but there are only {len(subject_names)}")
+        raise UserError(f"k={k} folds need at least {k} subjects, but there are only {len(subject_names)}")
     class_counts = _class_count_matrix(subject_of_example, label_array, len(subject_names))
     fold_of_subject = _assign_subjects_to_folds(class_counts, k, np.random.default_rng(seed))
     return [
         _subject_fold(
             f"fold{i}", fold_of_subject == i, subject_of_example, label_array, subject_array,
-            val_subjects=val_subjects, rng=np.random.default_rng([seed, i]), num_classes=num_classes)
+            val_subjects=val_subjects, rng=np.random.default_rng([seed, i]),
+            num_classes=num_classes, class_names=class_names)
         for i in range(k)
     ]
 
@@ -86,6 +96,7 @@ def loso(
     seed: int = 0,
     val_subjects: int = 1,
     num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> list[Fold]:
     """Leave-one-subject-out: one fold per subject, named ``loso_<subject>``, in natural subject order.
 
@@ -97,13 +108,13 @@ def loso(
     subject_array, label_array = _validated_arrays(subjects, labels)
     subject_names, subject_of_example = np.unique(subject_array, return_inverse=True)
     if len(subject_names) < 2:
-        raise ValueError(f"LOSO needs at least 2 subjects, got {subject_names.tolist()}")
+        raise UserError(f"LOSO needs at least 2 subjects, got {subject_names.tolist()}")
     order = sorted(range(len(subject_names)), key=lambda i: _natural_key(subject_names[i]))
     return [
         _subject_fold(
             f"loso_{subject_names[s]}", np.arange(len(subject_names)) == s, subject_of_example,
             label_array, subject_array, val_subjects=val_subjects,
-            rng=np.random.default_rng([seed, i]), num_classes=num_classes)
+            rng=np.random.default_rng([seed, i]), num_classes=num_classes, class_names=class_names)
         for i, s in enumerate(order)
     ]
 
@@ -116,15 +127,17 @@ def composite_loso(
     seed: int = 0,
     val_subjects: int = 1,
     num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> list[Fold]:
     """LOSO over a composite of databases (MEGC 2019: SMIC + CASME II + SAMM, 68 subjects).
 
     A subject is ``<dataset>/<subject>``, so equal ids from different
-    databases stay different subjects; folds are named ``loso_<dataset>/<subject>``.
-    Report UF1/UAR on the predictions pooled over all folds (MEGC convention).
+    databases stay different subjects; folds are named ``loso_<dataset>/<subject>``
+    and checked as ``loso``'s. Report UF1/UAR on the predictions pooled over
+    all folds (MEGC convention).
     """
     return loso(subject_keys(datasets, subjects), labels, seed=seed, val_subjects=val_subjects,
-                num_classes=num_classes)
+                num_classes=num_classes, class_names=class_names)
 
 
 def cross_database(
@@ -137,6 +150,7 @@ def cross_database(
     seed: int = 0,
     val_subjects: int = 1,
     num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Fold:
     """Trains on one database and tests on another (seed 003: SAMM <-> CASME II); ``datasets`` per example.
 
@@ -149,16 +163,16 @@ def cross_database(
     subject_array, label_array = _validated_arrays(keys, labels)
     for name in (train, test):
         if name not in dataset_array:
-            raise ValueError(f"dataset {name!r} has no example; present: {sorted(set(dataset_array.tolist()))}")
+            raise UserError(f"dataset {name!r} has no example; present: {sorted(set(dataset_array.tolist()))}")
     if train == test:
-        raise ValueError(f"cross-dataset needs two different datasets, got train=test={train!r}")
+        raise UserError(f"cross-dataset needs two different datasets, got train=test={train!r}")
     used = np.flatnonzero(np.isin(dataset_array, (train, test)))
     subject_names, used_subject_of_example = np.unique(subject_array[used], return_inverse=True)
     test_subjects = np.unique(used_subject_of_example[dataset_array[used] == test])
     fold = _subject_fold(
         f"cross_{train}_to_{test}", np.isin(np.arange(len(subject_names)), test_subjects),
         used_subject_of_example, label_array[used], subject_array[used],
-        val_subjects=val_subjects, rng=np.random.default_rng(seed), num_classes=num_classes)
+        val_subjects=val_subjects, rng=np.random.default_rng(seed), num_classes=num_classes, class_names=class_names)
     return Fold(fold.name, used[fold.train], used[fold.val], used[fold.test])
 
 
@@ -169,6 +183,7 @@ def kfold_by_sample(
     *,
     val_fraction: float = 0.0,
     num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> list[Fold]:
     """Stratified k-fold over examples, ignoring subjects: NOT subject-independent.
 
@@ -186,7 +201,7 @@ def kfold_by_sample(
     if k < 2:
         raise ValueError(f"k-fold needs k >= 2, got k={k}")
     if k > len(label_array):
-        raise ValueError(f"k={k} folds need at least {k} examples, but there are only {len(label_array)}")
+        raise UserError(f"k={k} folds need at least {k} examples, but there are only {len(label_array)}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     fold_of_example = _deal_examples_to_folds(label_array, k, np.random.default_rng(seed))
@@ -195,20 +210,28 @@ def kfold_by_sample(
         train = np.flatnonzero(fold_of_example != i)
         val = _stratified_subset(train, label_array, val_fraction, np.random.default_rng([seed, i]))
         fold = Fold(f"sample_fold{i}", np.setdiff1d(train, val), val, np.flatnonzero(fold_of_example == i))
-        if num_classes is not None:
-            _check_training_classes(fold, label_array, num_classes)
+        names = _shown_classes(num_classes, class_names)
+        if names is not None:
+            _check_training_classes(fold, label_array, names)
         folds.append(fold)
     return folds
 
 
-def check_fold(fold: Fold, subjects: Sequence[str], labels: Sequence[int], num_classes: int) -> None:
+def check_fold(fold: Fold, subjects: Sequence[str], labels: Sequence[int], num_classes: int | None = None,
+               class_names: Sequence[str] | None = None) -> None:
     """Checks that a fold is subject-independent and that every class has a training example.
 
+    Give ``num_classes`` or ``class_names`` (which names the classes in the message).
+
     Raises:
-      ValueError: naming the fold and the offending index, subject or class,
-        if an index is out of range or on two sides, a subject is on two
-        sides, or a class in 0..num_classes-1 has no training example.
+      ValueError: naming the fold and the offending index or subject, if an
+        index is out of range or on two sides, or a subject is on two sides.
+      UserError: naming the fold and the class (by name when given) when a
+        class in 0..num_classes-1 has no training example.
     """
+    names = _shown_classes(num_classes, class_names)
+    if names is None:
+        raise ValueError("check_fold needs num_classes or class_names")
     subject_array, label_array = _validated_arrays(subjects, labels)
     _check_sides_disjoint(fold, len(label_array))
     subjects_by_side = {side: set(subject_array[getattr(fold, side)].tolist()) for side in SIDES}
@@ -217,7 +240,7 @@ def check_fold(fold: Fold, subjects: Sequence[str], labels: Sequence[int], num_c
             shared = sorted(subjects_by_side[first] & subjects_by_side[second])
             if shared:
                 raise ValueError(f"fold {fold.name!r}: subject {shared[0]!r} is in both {first} and {second}")
-    _check_training_classes(fold, label_array, num_classes)
+    _check_training_classes(fold, label_array, names)
 
 
 def subject_keys(datasets: Sequence[str], subjects: Sequence[str]) -> np.ndarray:
@@ -237,15 +260,19 @@ def _subject_fold(
     val_subjects: int,
     rng: np.random.Generator,
     num_classes: int | None,
+    class_names: Sequence[str] | None,
 ) -> Fold:
-    """Builds one fold from a boolean mask over subjects, carving validation subjects from training."""
+    """Builds one fold from a boolean mask over subjects, carving validation subjects from training.
+
+    The fold is checked (``check_fold``) when ``num_classes`` or ``class_names`` is given.
+    """
     train_subjects = np.flatnonzero(~is_test_subject)
     val_subject_ids = _pick_validation_subjects(name, train_subjects, subject_of_example, labels, val_subjects, rng)
     is_test = is_test_subject[subject_of_example]
     is_val = np.isin(subject_of_example, val_subject_ids)
     fold = Fold(name, np.flatnonzero(~is_test & ~is_val), np.flatnonzero(is_val), np.flatnonzero(is_test))
-    if num_classes is not None:
-        check_fold(fold, subject_array, labels, num_classes)
+    if num_classes is not None or class_names is not None:
+        check_fold(fold, subject_array, labels, num_classes, class_names)
     return fold
 
 
@@ -263,7 +290,7 @@ def _pick_validation_subjects(
     if count == 0:
         return np.empty(0, np.int64)
     if count >= len(train_subjects):
-        raise ValueError(
+        raise UserError(
             f"fold {fold_name!r}: val_subjects={count} would leave no training subject "
             f"(the fold has {len(train_subjects)} training subjects)")
     remaining = set(train_subjects.tolist())
@@ -276,7 +303,7 @@ def _pick_validation_subjects(
             remaining = kept
             if len(chosen) == count:
                 return np.asarray(chosen, np.int64)
-    raise ValueError(
+    raise UserError(
         f"fold {fold_name!r}: cannot take {count} validation subjects without leaving a class "
         f"with no training example (found {len(chosen)})")
 
@@ -343,14 +370,29 @@ def _check_sides_disjoint(fold: Fold, num_examples: int) -> None:
                 raise ValueError(f"fold {fold.name!r}: example {shared[0]} is in both {first} and {second}")
 
 
-def _check_training_classes(fold: Fold, labels: np.ndarray, num_classes: int) -> None:
+def _shown_classes(num_classes: int | None, class_names: Sequence[str] | None) -> tuple[str, ...] | None:
+    """How each class is named in messages (``'surprise'``; ``2`` without names), or None: nothing to check."""
+    if class_names is not None:
+        if num_classes is not None and num_classes != len(class_names):
+            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class names {tuple(class_names)}")
+        return tuple(repr(str(name)) for name in class_names)
+    return None if num_classes is None else tuple(str(label) for label in range(num_classes))
+
+
+def _check_training_classes(fold: Fold, labels: np.ndarray, class_names: Sequence[str]) -> None:
+    num_classes = len(class_names)
     outside = labels[(labels < 0) | (labels >= num_classes)]
     if outside.size:
         raise ValueError(f"label {outside[0]} is outside 0..{num_classes - 1}")
     present = np.bincount(labels[fold.train], minlength=num_classes)
     for label in range(num_classes):
         if present[label] == 0:
-            raise ValueError(f"fold {fold.name!r}: class {label} has no training example")
+            in_val, in_test = (int(np.sum(labels[getattr(fold, side)] == label)) for side in ("val", "test"))
+            cause = (f"{in_val} of its examples are on the validation side: fewer validation subjects or another "
+                     f"seed may keep them" if in_val else
+                     f"all {in_test} of its examples are on the test side: the class needs examples from more "
+                     f"subjects")
+            raise UserError(f"fold {fold.name!r}: class {class_names[label]} has no training example ({cause})")
 
 
 def _class_count_matrix(subject_of_example: np.ndarray, labels: np.ndarray, num_subjects: int) -> np.ndarray:
