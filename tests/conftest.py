@@ -58,6 +58,14 @@ def tiny_dataset_dir(tmp_path_factory) -> str:
     return ensure_built("synthetic_me/tiny", str(tmp_path_factory.mktemp("tfds")))
 
 
+@pytest.fixture
+def tiny_data_dir(tiny_dataset_dir) -> str:
+    """The TFDS data_dir holding the built tiny dataset (<data_dir>/synthetic_me/tiny/<version>)."""
+    import os
+
+    return os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset_dir)))
+
+
 @pytest.fixture(scope="session")
 def senet50_torch():
     """A full-size SE-ResNet-50 (VGGFace2 variant) in PyTorch with random weights, in eval mode."""

@@ -43,12 +43,6 @@ def _check_summary(summary, workdir, num_classes=3):
         assert json.load(f)["uf1"] == summary["uf1"]
 
 
-@pytest.fixture
-def tiny_data_dir(tiny_dataset_dir) -> str:
-    """The TFDS data_dir holding the built tiny dataset (<data_dir>/synthetic_me/tiny/<version>)."""
-    return os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset_dir)))
-
-
 def _run_smoke(config_module, data_dir: str, workdir: str):
     config = config_module.get_config("smoke")
     config.data.data_dir = data_dir

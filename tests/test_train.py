@@ -180,3 +180,32 @@ def test_batch_size_must_divide_devices():
     if mesh.size > 1:
         with pytest.raises(ValueError, match="not divisible"):
             sharding.check_batch_size(mesh.size + 1, mesh)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one_with_one_line(tmp_path, caplog):
+    clip_set = make_clip_set(num_subjects=2, clips_per_class=1)
+    mesh = sharding.data_mesh()
+    train_step = sharding.jit_train_step(steps.train_step, mesh)
+    initial, batches, _ = _fold_setup(clip_set, tiny_model_config())
+
+    def run(epochs, directory):
+        state = sharding.replicate(jax.tree.map(jnp.copy, initial), mesh)
+        return fit(state, train_step=train_step, train_batches=batches, epochs=epochs, mesh=mesh,
+                   checkpoint_dir=str(directory))
+
+    uninterrupted = run(3, tmp_path / "a")
+    run(2, tmp_path / "b")                    # checkpoints of epochs 0 and 1
+    damaged = 0
+    for path in (tmp_path / "b" / "1").rglob("*"):   # a crash mid-write: every file of the latest one cut short
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+            damaged += 1
+    assert damaged
+    with caplog.at_level("WARNING"):
+        resumed = run(3, tmp_path / "b")
+    assert resumed.resumed_from == 0
+    assert len(resumed.notes) == 2 and "epoch 2" in resumed.notes[0] and "unreadable" in resumed.notes[0]
+    assert all("\n" not in note for note in resumed.notes)
+    assert any("unreadable" in record.getMessage() for record in caplog.records)
+    for a, b in zip(jax.tree.leaves(uninterrupted.state.params), jax.tree.leaves(resumed.state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
