@@ -1,11 +1,12 @@
-"""Measures how hard a ``synthetic_me`` config is: ``python -m datasets.synthetic_me.difficulty --data_dir=DIR``.
+"""Measures how hard a ``synthetic_me`` config is: ``python -m datasets.synthetic_me.difficulty [--data_dir=DIR]``.
 
 The data must hide the label from any single frame yet carry it in motion.
 This script builds the config if needed, then runs subject-wise k-fold
 cross-validation (``merjax.data.protocols.kfold_by_subject``, no validation
 subjects, fixed hyperparameters: nothing is tuned on a test fold) of
 standardised multinomial logistic regressions (scikit-learn, in merjax's
-``test`` extra) on:
+``test`` extra: ``pip install -e '.[test]'`` or ``pip install scikit-learn``;
+without it the script says so in one line) on:
 
 * ``first frame``: the first frame's pixels; must sit near chance;
 * ``apex - first``: the signed difference of the apex frame and the first frame;
@@ -19,7 +20,8 @@ standardised multinomial logistic regressions (scikit-learn, in merjax's
 Pixels are converted to grey, blurred (sigma 1 px) and area-downscaled to
 ``--grid`` x ``--grid``. Metrics are computed on the test predictions pooled
 over the folds. It also prints how large the expression is against the head
-motion, measured on the ground-truth landmarks.
+motion, measured on the ground-truth landmarks. ``--data_dir`` defaults to
+``$MERJAX_DATA_DIR`` (else ``~/merjax_data``), as ``datasets.build``'s.
 """
 
 from __future__ import annotations
@@ -30,14 +32,10 @@ from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-import tensorflow_datasets as tfds
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from datasets import build
-from merjax.data import protocols, schema
+from merjax.data import pipeline, protocols, schema
+from merjax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +50,7 @@ class Clips:
 
 def load(dataset_dir: str) -> Clips:
     """Reads every clip of the prepared dataset's ``train`` split."""
-    builder = tfds.builder_from_directory(dataset_dir)
+    builder = pipeline.open_prepared(dataset_dir)
     source = builder.as_data_source(split="train")
     examples = [source[i] for i in range(len(source))]
     return Clips(
@@ -131,6 +129,10 @@ BASELINES: dict[str, Callable[[Clips, int], np.ndarray]] = {
 
 def cross_validate(features: np.ndarray, clips: Clips, folds: Sequence[protocols.Fold]) -> np.ndarray:
     """Test predictions of every example, each from the model of the fold that holds it out."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     predictions = np.full(len(features), -1)
     for fold in folds:
         model = make_pipeline(StandardScaler(),
@@ -142,6 +144,8 @@ def cross_validate(features: np.ndarray, clips: Clips, folds: Sequence[protocols
 
 def scores(labels: np.ndarray, predictions: np.ndarray) -> tuple[float, float, float]:
     """Accuracy, UAR (mean per-class recall) and UF1 (macro F1)."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
     return (accuracy_score(labels, predictions), balanced_accuracy_score(labels, predictions),
             f1_score(labels, predictions, average="macro"))
 
@@ -166,20 +170,50 @@ def motion_scale(clips: Clips) -> dict[str, float]:
             "mean landmark motion from head drift, largest over the clip": float(np.median(head_largest))}
 
 
+def check_scikit_learn() -> None:
+    """Raises a one-line UserError saying what to install when scikit-learn is missing.
+
+    ``pip install -e .`` does not install it: it is in the ``test`` extra.
+    """
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise UserError("datasets.synthetic_me.difficulty fits scikit-learn models, which `pip install -e .` does "
+                        "not install: pip install scikit-learn (or pip install -e '.[test]')") from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m datasets.synthetic_me.difficulty", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", required=True, help="TFDS data directory (built there if missing)")
+    parser.add_argument("--data_dir", default=build.DEFAULT_DATA_DIR,
+                        help="TFDS data directory, built there if missing (default: $MERJAX_DATA_DIR, else "
+                             "~/merjax_data)")
     parser.add_argument("--config", default="smic_like")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0, help="seed of the subject-to-fold assignment")
     parser.add_argument("--grid", type=int, default=16, help="pixel features are grid x grid")
+    parser.add_argument("--verbose", action="store_true", help="print the traceback of a user error too")
     args = parser.parse_args(argv)
+    with build.user_errors_as_one_line(args.verbose):
+        check_scikit_learn()
+        if args.grid < 1:
+            raise UserError(f"--grid={args.grid}: must be >= 1 (pixel features are grid x grid)")
+        if args.folds < 2:
+            raise UserError(f"--folds={args.folds}: must be >= 2 (subject-wise folds)")
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
+    """Builds the config if needed, cross-validates every baseline and prints the table."""
+    from sklearn.metrics import f1_score
 
     dataset_dir = build.ensure_built(f"synthetic_me/{args.config}", args.data_dir)
     clips = load(dataset_dir)
-    folds = protocols.kfold_by_subject(clips.subjects, clips.labels, k=args.folds, seed=args.seed,
-                                       val_subjects=0)
+    try:
+        folds = protocols.kfold_by_subject(clips.subjects, clips.labels, k=args.folds, seed=args.seed,
+                                           val_subjects=0, class_names=clips.class_names)
+    except UserError as error:
+        raise UserError(f"--folds={args.folds}: {error}") from error
     counts = np.bincount(clips.labels, minlength=len(clips.class_names))
     print(f"synthetic_me/{args.config}: {len(clips.labels)} clips, {len(set(clips.subjects))} subjects, "
           f"classes {dict(zip(clips.class_names, counts.tolist()))}; {args.folds}-fold by subject "
