@@ -22,6 +22,7 @@ from ml_collections import config_flags
 from datasets.build import user_errors_as_one_line
 from experiments import workdir
 from experiments.configs.validate import validate
+from merjax.train import distributed
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
@@ -43,6 +44,10 @@ def main(name: str, run: Runner = cross_validation) -> None:
     config_flag = config_flags.DEFINE_config_file(
         "config", os.path.join(CONFIG_DIR, f"{name}.py"), f"{name} config file[:preset]", lock_config=True)
     workdir_flag = flags.DEFINE_string("workdir", os.path.join("workdirs", name), "where outputs and checkpoints go")
+    coordinator_flag = flags.DEFINE_string(
+        "coordinator", "", "HOST:PORT of process 0 in a multi-process run (with --num_processes, --process_id)")
+    num_processes_flag = flags.DEFINE_integer("num_processes", 1, "processes in a multi-process run")
+    process_id_flag = flags.DEFINE_integer("process_id", 0, "this process's index in a multi-process run")
     overwrite_flag = flags.DEFINE_bool(
         "overwrite", False, "discard what an earlier run left in --workdir and start afresh (without it, a rerun "
         "of the same config resumes and one of another config is refused)")
@@ -52,6 +57,8 @@ def main(name: str, run: Runner = cross_validation) -> None:
         del argv
         logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint at INFO
         with user_errors_as_one_line(verbose_flag.value):
+            if coordinator_flag.value or num_processes_flag.value != 1:   # before anything touches a device
+                print(distributed.initialize(coordinator_flag.value, num_processes_flag.value, process_id_flag.value))
             validate(config_flag.value)
             with workdir.claim(workdir_flag.value, config_flag.value, overwrite=overwrite_flag.value):
                 text = run(config_flag.value, workdir_flag.value)

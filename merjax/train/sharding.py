@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -48,10 +49,14 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """A replicated copy of ``tree`` on ``mesh``; never aliases the input, which the
-    jitted train step may donate (so shared initial variables survive every fold)."""
-    # device_put(may_alias=False) still lets a multi-device put reuse the source
-    # buffer for one shard, so copy first.
-    return jax.device_put(jax.tree.map(jnp.copy, tree), replicated(mesh))
+    jitted train step may donate (so shared initial variables survive every fold).
+
+    Every process passes the same ``tree`` (made from the same seed); each puts
+    it on its own devices of the mesh (``device_put`` refuses a mesh that spans
+    other processes' devices).
+    """
+    # A multi-device put may reuse the source buffer for one shard, so copy first.
+    return multihost_utils.host_local_array_to_global_array(jax.tree.map(jnp.copy, tree), mesh, PartitionSpec())
 
 
 def jit_train_step(step: Callable, mesh: Mesh) -> Callable:
