@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ from datasets.core.builder import FaceOptions, read_build_report
 from datasets.core.layout import ManualDirError
 from datasets.core.quirks import QuirkLog
 from merjax.data import schema
+from merjax.errors import UserError
 from tests import fake_databases as fake
 
 FACES = FaceOptions(crop_size=32)
@@ -209,3 +214,76 @@ def test_empty_or_wrong_manual_dir_shows_the_layout(tmp_path: Path) -> None:
     (tmp_path / "no_csv" / "labels.csv").write_text("subject,clip,label\ns9,zz,happy\n")
     with pytest.raises(ManualDirError, match="none of the 1 clips listed in labels.csv was found"):
         build.build("clip_folder", str(tmp_path / "data"), str(tmp_path / "no_csv"), faces=FACES)
+
+
+# --------------------------------------------------------------------------- #
+# The stamp: a prepared copy is reused only while what it was read from is unchanged.
+# --------------------------------------------------------------------------- #
+
+SMALL_CSV = "subject,clip,label\ns1,a,happy\ns2,b,sad\ns2,c,sad\n"
+
+
+def _write_small_tree(root: Path) -> None:
+    for index, (subject, clip) in enumerate((("s1", "a"), ("s2", "b"), ("s2", "c"))):
+        fake.write_frames(root / subject / clip, fake.FakeClip(index, range(3)), FRAME)
+    (root / "labels.csv").write_text(SMALL_CSV)
+
+
+def _refusal(data_dir: str, manual_dir: Path | None) -> str:
+    with pytest.raises(UserError) as error:
+        build.ensure_built("clip_folder", data_dir, None if manual_dir is None else str(manual_dir), FACES)
+    message = str(error.value)
+    assert "\n" not in message and "does not match" in message
+    return message
+
+
+def _rebuild_command(message: str) -> str:
+    return message.split("rebuild it: ")[1].split(" (or use another data_dir)")[0]
+
+
+def test_the_build_report_stamps_the_csv_and_each_clips_files(tmp_path: Path) -> None:
+    root = tmp_path / "mine"
+    _write_small_tree(root)
+    dataset_dir = build.build("clip_folder", str(tmp_path / "data"), str(root), faces=FACES)
+    stamp = read_build_report(dataset_dir)["stamp"]
+    assert stamp["csv"] == str((root / "labels.csv").resolve())
+    assert stamp["csv_sha256"] == hashlib.sha256(SMALL_CSV.encode()).hexdigest()
+    assert sorted(stamp["clips"]) == ["s1/a", "s2/b", "s2/c"] and len(set(stamp["clips"].values())) == 3
+
+
+def test_a_changed_csv_refuses_the_copy_and_the_named_command_rebuilds_it(tmp_path: Path) -> None:
+    root, data_dir = tmp_path / "mine", str(tmp_path / "data")
+    _write_small_tree(root)
+    dataset_dir = build.ensure_built("clip_folder", data_dir, str(root), FACES)
+    assert build.ensure_built("clip_folder", data_dir, str(root), FACES) == dataset_dir    # unchanged: reused
+    assert build.ensure_built("clip_folder", data_dir, None, FACES) == dataset_dir         # the recorded folder
+    (root / "labels.csv").write_text(SMALL_CSV.replace("s2,c,sad", "s2,c,happy"))
+    for manual_dir in (root, None):   # without a manual_dir the recorded one is checked and named
+        message = _refusal(data_dir, manual_dir)
+        assert f"{root / 'labels.csv'} changed since the build" in message
+        command = _rebuild_command(message)
+        assert command == (f"python -m datasets.build clip_folder --data_dir={data_dir} --manual_dir={root} "
+                           f"--crop_size=32 --overwrite")
+    build.main(shlex.split(command)[3:])   # the command as printed: it really rebuilds
+    labels = {clip: int(example["label"]) for clip, example in fake.read_examples(dataset_dir).items()}
+    assert labels == {"a": 0, "b": 1, "c": 0}
+    assert build.ensure_built("clip_folder", data_dir, str(root), FACES) == dataset_dir
+
+
+def test_changed_clip_files_or_another_manual_dir_refuse_the_copy(tmp_path: Path) -> None:
+    root, data_dir = tmp_path / "mine", str(tmp_path / "data")
+    _write_small_tree(root)
+    build.ensure_built("clip_folder", data_dir, str(root), FACES)
+    extra = fake.write_frames(root / "s1" / "a", fake.FakeClip(0, [9]), FRAME)
+    assert "1 clip(s) had files added, removed or modified (s1/a)" in _refusal(data_dir, root)
+    extra[0].unlink()
+    build.ensure_built("clip_folder", data_dir, str(root), FACES)   # as built again: reused
+    frame = root / "s2" / "b" / FRAME.format(1)
+    os.utime(frame, ns=(frame.stat().st_atime_ns, frame.stat().st_mtime_ns + 10**9))   # same size, rewritten
+    assert "(s2/b)" in _refusal(data_dir, root)
+    shutil.rmtree(root / "s2" / "c")
+    assert "1 clip(s) disappeared from disk (s2/c)" in _refusal(data_dir, root)
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    message = _refusal(data_dir, other)
+    assert f"it was built from manual_dir {root}, not {other}" in message and f"--manual_dir={other}" in message
