@@ -114,7 +114,8 @@ def aggregate(summaries: Sequence[dict[str, Any]], provenance: dict[str, Any] | 
     t_factor = stats.t.ppf((1 + report.CONFIDENCE) / 2, count - 1) / np.sqrt(count) if count > 1 else None
     summary["interval"] = {
         "method": f"Student t interval of the mean over {count} seeds: mean ± t((1 + c)/2, n - 1) · std / √n "
-                  f"(std with ddof={STD_DDOF}); it assumes the seeds' scores roughly normal",
+                  f"(std with ddof={STD_DDOF}); it assumes the seeds' scores roughly normal and is not clipped to "
+                  f"[0, 1] (a bound outside it says that the seeds are too few)",
         "confidence": report.CONFIDENCE,
     }
     for key in SUMMARY_METRICS:
