@@ -5,7 +5,11 @@ for Exp-I) from the training subjects, optionally resampled to a target count
 per class (seed 001 Table 1); a model trained for a fixed schedule with an
 orbax checkpoint per epoch (an interrupted run resumes); validation on held-out
 *training* subjects only; then one prediction per test clip. Metrics are pooled
-over folds. A finished fold's ``result.json`` is reused when the run restarts.
+over folds, after checking that the folds test every clip exactly once.
+
+Nothing computed for another configuration is reused: each fold's folder holds
+a stamp (the config, a digest of the clips as loaded, the fold's members) and
+its checkpoints and ``result.json`` are reused only under an equal stamp.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from tqdm import tqdm
 
 from datasets.build import ensure_all_built
 from datasets.core.builder import read_build_report, report_lines
-from experiments import layer_choice, report
+from experiments import layer_choice, provenance, report
 from experiments import workdir as workdir_lib
 from merjax import files, stamps
 from merjax.data import augment, pipeline, protocols
@@ -43,8 +47,9 @@ RESULT_FILE = "result.json"
 logger = logging.getLogger(__name__)
 
 
-def load_clip_set(config: ml_collections.ConfigDict) -> ClipSet:
-    """Builds ``data.name`` where needed (``A+B``: each) and loads it resized to ``data.image_size``.
+def load_data(config: ml_collections.ConfigDict) -> tuple[ClipSet, list[str]]:
+    """Builds ``data.name`` where needed (``A+B``: each), loads it resized to ``data.image_size``; returns the
+    clips and the prepared dataset directories.
 
     A build made here prints its report (clips per class, every quirk), as
     ``python -m datasets.build`` does.
@@ -57,7 +62,13 @@ def load_clip_set(config: ml_collections.ConfigDict) -> ClipSet:
             print("\n".join([f"built {dataset.directory}:", *report_lines(report)]))
     clip_sets = [pipeline.load_clips(dataset.directory, config.data.image_size, progress=tqdm)
                  for dataset in prepared]
-    return clip_sets[0] if len(clip_sets) == 1 else pipeline.concat_clip_sets(clip_sets)
+    clip_set = clip_sets[0] if len(clip_sets) == 1 else pipeline.concat_clip_sets(clip_sets)
+    return clip_set, [dataset.directory for dataset in prepared]
+
+
+def load_clip_set(config: ml_collections.ConfigDict) -> ClipSet:
+    """The clips of ``load_data``."""
+    return load_data(config)[0]
 
 
 def make_folds(config: ml_collections.ConfigDict, clip_set: ClipSet) -> list[protocols.Fold]:
@@ -413,10 +424,12 @@ def check_coverage(config: ml_collections.ConfigDict, clip_set: ClipSet, folds: 
 def fold_configs(config: ml_collections.ConfigDict, clip_set: ClipSet,
                  folds: list[protocols.Fold]) -> list[ml_collections.ConfigDict]:
     """Each fold's config: ``config`` itself, or with the fold's own ``train.freeze_until`` read from
-    ``train.freeze_from`` (per-fold layer choices of ``experiments.gradcam_layers``, made on training subjects)."""
+    ``train.freeze_from`` (per-fold layer choices of ``experiments.gradcam_layers``, made on training subjects;
+    ``{seed}`` in the path stands for the run's seed, so that ``config.seeds`` reads one choice per seed)."""
     if not config.train.freeze_from:
         return [config] * len(folds)
-    chosen = layer_choice.freeze_until_per_fold(config.train.freeze_from, config, folds, clip_set.clip_ids)
+    path = config.train.freeze_from.replace("{seed}", str(config.seed))   # one gradcam_layers run per seed
+    chosen = layer_choice.freeze_until_per_fold(path, config, folds, clip_set.clip_ids)
     configs = []
     for fold in folds:
         fold_config = config.copy_and_resolve_references()
@@ -436,9 +449,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """
     started = time.time()
     os.makedirs(workdir, exist_ok=True)
-    clip_set = load_clip_set(config)
+    clip_set, dataset_dirs = load_data(config)
+    record = provenance.collect(config, dataset_dirs)
     folds = make_folds(config, clip_set)
     stamp = run_stamp(config, clip_set)
+    record["data_digest"] = stamp["data"]["digest"]
     compiled_by_prefix: dict[str, Compiled] = {}
     results = []
     for index, (fold, fold_config) in enumerate(zip(folds, fold_configs(config, clip_set, folds))):
@@ -447,8 +462,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             compiled_by_prefix[prefix] = compile_run(fold_config, clip_set, workdir)
         results.append(run_fold(fold_config, clip_set, fold, index, compiled_by_prefix[prefix], workdir, stamp))
     coverage = check_coverage(config, clip_set, folds, results)
-    summary = report.summarize(config, clip_set, results)
+    record["wall_seconds"] = round(time.time() - started, 1)
+    summary = report.summarize(config, clip_set, results, provenance=record)
     summary["coverage"] = coverage
-    summary["wall_seconds"] = round(time.time() - started, 1)
     report.write(workdir, summary, results, clip_set.class_names)
     return summary

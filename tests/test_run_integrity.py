@@ -91,15 +91,15 @@ def test_fold_stamps_refuse_a_half_finished_run_of_another_seed_even_without_the
 
 def test_changed_data_is_refused_by_the_fold_stamp(used, monkeypatch):
     config, directory, _ = used
-    original = cv.load_clip_set
+    original = cv.load_data
 
     def relabelled(run_config):
-        clip_set = original(run_config)
+        clip_set, directories = original(run_config)
         labels = clip_set.labels.copy()
         labels[0] = (labels[0] + 1) % clip_set.num_classes
-        return dataclasses.replace(clip_set, labels=labels)
+        return dataclasses.replace(clip_set, labels=labels), directories
 
-    monkeypatch.setattr(cv, "load_clip_set", relabelled)
+    monkeypatch.setattr(cv, "load_data", relabelled)
     with pytest.raises(UserError, match=r"data\.digest"):
         cv.run(config, directory)
 
