@@ -111,6 +111,28 @@ def test_two_processes_train_the_smoke_experiment_like_one_process(tmp_path, tin
 
 
 
+# Each process of a two-process job needs the tiny dataset, built on first use into an empty data_dir.
+BUILD_ON_FIRST_USE = """
+import sys
+from datasets.build import ensure_all_built
+from merjax.train import distributed
+print(distributed.initialize(sys.argv[1], 2, int(sys.argv[2])))
+with distributed.process_zero_first("build"):
+    print("built" if ensure_all_built("synthetic_me/tiny", sys.argv[3])[0].built else "reused")
+"""
+
+
+def test_process_zero_builds_a_dataset_first_and_the_other_process_reuses_it(tmp_path):
+    # Started at once, both would build it and one would fail renaming its copy into place.
+    coordinator, data_dir = f"localhost:{_free_port()}", str(tmp_path / "data")
+    logs = {f"process {i}": tmp_path / f"process {i}.log" for i in range(2)}
+    processes = {name: _start([sys.executable, "-c", BUILD_ON_FIRST_USE, coordinator, str(i), data_dir], log, 1)
+                 for i, (name, log) in enumerate(logs.items())}
+    _wait_all(processes, logs, 300)
+    said = [[line for line in log.read_text().splitlines() if line in ("built", "reused")] for log in logs.values()]
+    assert said == [["built"], ["reused"]]
+
+
 @pytest.mark.parametrize("coordinator, num_processes, process_id, named", [
     ("localhost", 2, 0, "'localhost' is not HOST:PORT"),
     ("localhost:port", 2, 0, "'localhost:port' is not HOST:PORT"),

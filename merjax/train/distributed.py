@@ -9,7 +9,11 @@ over the network (NCCL on GPUs, gloo on CPUs).
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import jax
+from jax.experimental import multihost_utils
 
 from merjax.errors import UserError
 
@@ -45,3 +49,30 @@ def initialize(coordinator: str, num_processes: int, process_id: int) -> str:
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
     return (f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} of "
             f"{jax.device_count()} {jax.default_backend()} devices, coordinator {coordinator}")
+
+
+def barrier(name: str) -> None:
+    """Waits until every process of the job has reached the barrier ``name`` (returns at once in a one-process run).
+
+    If a process stops before it gets here, the others fail with a
+    coordination error instead of waiting forever.
+    """
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+@contextlib.contextmanager
+def process_zero_first(name: str) -> Iterator[None]:
+    """Runs the body on process 0, then, after a barrier, on the other processes.
+
+    For work that every process needs but only one may do, such as building a
+    dataset on first use: two processes building the same dataset at once
+    collide (one fails renaming its copy into place); run after process 0, the
+    others find it built.
+    """
+    if jax.process_index() == 0:
+        yield
+        barrier(name)
+    else:
+        barrier(name)
+        yield
