@@ -18,7 +18,11 @@ process's peak resident set (``ru_maxrss`` from ``os.wait4``). The builds:
 
 It reports each build's wall time (process start included), clips/s, MB/s of
 examples written, output size and peak RSS, and the ratios of the large build
-to the small one. The trees and datasets are removed at the end (unless ``--keep``).
+to the small one. Last, TFDS's shuffler runs alone (in this process) on the
+records of the small build, in memory and spilled, and of the large one,
+spilled: the difference is the spill's own cost, which a build's time on a
+busy machine cannot show. The trees and datasets are removed at the end
+(unless ``--keep``).
 
     python -m benchmarks.build_large [--replicas=8 --small_replicas=2 --workdir=/tmp]
     python -m benchmarks.build_large --clips=8 --replicas=2 --small_replicas=1   # a quick run
@@ -36,6 +40,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from array_record.python.array_record_data_source import ArrayRecordDataSource
+from tensorflow_datasets.core import shuffle
 
 from benchmarks.build_throughput import plan_clips, write_tree
 from datasets.core import spill
@@ -60,6 +67,7 @@ class BuildRun:
     output_bytes: int          # the array_record shards
     digests: dict[str, str]    # file name -> sha256 of every file of the prepared dataset
     report: str                # the build report's first line
+    dataset_dir: Path
 
 
 def parse_args() -> argparse.Namespace:
@@ -130,10 +138,30 @@ def run_build(workdir: Path, label: str, tree: Path, clips: int, limit: int, det
         raise SystemExit(f"{label} build left spill files behind: {leftovers[:3]}")
     run = BuildRun(label, clips, limit, seconds, usage.ru_maxrss * 1024,
                    sum(path.stat().st_size for path in dataset_dir.glob("*.array_record*")), digests(dataset_dir),
-                   next(line for line in lines if line.startswith("clips found:")))
+                   next(line for line in lines if line.startswith("clips found:")), dataset_dir)
     print(f"{label}: {seconds:.1f} s, peak RSS {run.peak_rss / 2**30:.2f} GiB, output "
           f"{run.output_bytes / 2**30:.2f} GiB; {run.report}", flush=True)
     return run
+
+
+def shuffle_pass(run: BuildRun, limit: int, spill_dir: Path) -> tuple[float, str]:
+    """TFDS's shuffler alone on ``run``'s records at ``limit``: seconds to add them all and give them back
+    shuffled (reading the array_record files included), and a digest of the order given back."""
+    files = sorted(str(path) for path in run.dataset_dir.glob("*.array_record-*"))
+    default = spill.MEMORY_LIMIT_BYTES
+    spill.MEMORY_LIMIT_BYTES = limit
+    try:
+        with spill.tf_free_spill(), ArrayRecordDataSource(files) as records:
+            started = time.perf_counter()
+            shuffler = shuffle.Shuffler(spill_dir, hash_salt="train")
+            for index, record in enumerate(records):
+                shuffler.add(index, record)
+            order = hashlib.sha256()
+            for key, _ in shuffler:
+                order.update(key.to_bytes(spill.KEY_BYTES, "big"))
+            return time.perf_counter() - started, order.hexdigest()
+    finally:
+        spill.MEMORY_LIMIT_BYTES = default
 
 
 def limit_text(run: BuildRun) -> str:
@@ -170,6 +198,8 @@ def main() -> None:
         small_memory = run_build(workdir, "small_in_memory", workdir / "small", small_clips, IN_MEMORY_LIMIT, upsample)
         small_spill = run_build(workdir, "small_spilled", workdir / "small", small_clips, default, upsample)
         large_spill = run_build(workdir, "large_spilled", workdir / "large", large_clips, default, upsample)
+        shuffles = [shuffle_pass(run, limit, workdir) for run, limit in (
+            (small_memory, IN_MEMORY_LIMIT), (small_memory, default), (large_spill, default))]
     finally:
         if args.keep:
             print(f"kept {workdir}")
@@ -194,9 +224,15 @@ def main() -> None:
     print(f"large / small: data {large_spill.output_bytes / small_spill.output_bytes:.2f}x, peak RSS (spilled) "
           f"{large_spill.peak_rss / small_spill.peak_rss:.3f}x, peak RSS above the one-clip build "
           f"{(large_spill.peak_rss - one.peak_rss) / max(small_spill.peak_rss - one.peak_rss, 1):.3f}x")
+    (memory_s, memory_order), (spill_s, spill_order), (large_s, _) = shuffles
+    gib = small_memory.output_bytes / 2**30
+    print(f"shuffler alone ({small_memory.clips} records, {gib:.2f} GiB): in memory {memory_s:.1f} s, spilled "
+          f"{spill_s:.1f} s (order {'the same' if memory_order == spill_order else 'DIFFERENT'}): the spill costs "
+          f"{(spill_s - memory_s) / gib:.1f} s per GiB; {large_spill.clips} records "
+          f"({large_spill.output_bytes / 2**30:.2f} GiB) spilled: {large_s:.1f} s")
     print(f"\ncommand: {command}")
-    if not identical:
-        raise SystemExit("the spilled build's files differ from the in-memory build's")
+    if not identical or memory_order != spill_order:
+        raise SystemExit("spilled and in-memory builds (or shuffles) differ")
 
 
 if __name__ == "__main__":
