@@ -193,9 +193,11 @@ def stale_reasons(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> 
     if not isinstance(builder, RealMEBuilder) or not report:
         return []
     reasons = []
-    wanted = dataclasses.asdict(builder.faces)
-    if report.get("faces") != wanted:
-        reasons.append(f"it was built with face options {report.get('faces')}, not {wanted}")
+    built, wanted = report.get("faces") or {}, dataclasses.asdict(builder.faces)
+    differing = [key for key in wanted if built.get(key) != wanted[key]]
+    if differing:
+        reasons.append(f"it was built with face options {', '.join(f'{key}={built.get(key)!r}' for key in differing)}"
+                       f", not {', '.join(f'{key}={wanted[key]!r}' for key in differing)}")
     recorded = report.get("manual_dir")
     if manual_dir and recorded and not _same_path(manual_dir, recorded):
         reasons.append(f"it was built from manual_dir {recorded}, not {manual_dir}")

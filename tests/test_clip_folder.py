@@ -287,3 +287,21 @@ def test_changed_clip_files_or_another_manual_dir_refuse_the_copy(tmp_path: Path
     shutil.copytree(root, other)
     message = _refusal(data_dir, other)
     assert f"it was built from manual_dir {root}, not {other}" in message and f"--manual_dir={other}" in message
+
+
+def test_an_experiment_that_builds_the_copy_prints_its_report(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from experiments import cv
+    from experiments.configs import smic_bilstm
+
+    root = tmp_path / "mine"
+    _write_small_tree(root)
+    config = smic_bilstm.get_config("smoke")
+    config.data.name, config.data.data_dir, config.data.manual_dir = "clip_folder", str(tmp_path / "data"), str(root)
+    config.data.faces.crop_size = 32
+    assert len(cv.load_clip_set(config)) == 3
+    out = capsys.readouterr().out
+    assert f"built {tmp_path / 'data' / 'clip_folder' / 'default' / '1.0.0'}:" in out
+    assert "clips found: 3; written: 3 (happy 1, sad 2)" in out and "fixed    fps_unknown x3" in out
+    cv.load_clip_set(config)   # reused: nothing to report
+    assert "clips found" not in capsys.readouterr().out
