@@ -166,7 +166,10 @@ def load_clips(dataset_dir: str, image_size: int, split: str = "train",
             raise UserError(f"{dataset_dir}: record {index} of split {split!r} is unreadable ({_first_line(error)}); "
                             f"rebuild it: {prepared_copy_rebuild_command(dataset_dir)}") from error
         where = f"{dataset_dir}: record {index} (clip {schema.decode_text(example['clip'])!r})"
-        schema.validate(example, where=where)
+        try:
+            schema.validate(example, where=where)
+        except ValueError as error:   # written by another version of a builder, or damaged
+            raise UserError(f"{error}; rebuild it: {prepared_copy_rebuild_command(dataset_dir)}") from error
         clip_frames, clip_landmarks = resize_clip(example["frames"], example["landmarks"], image_size)
         frames.append(clip_frames)
         landmarks.append(clip_landmarks)
