@@ -63,10 +63,11 @@ shared ones (``no_face``, ``frame_gap``, ``corrupt_frame``,
 
 One prepared copy per data_dir: the dataset is always ``clip_folder/default``,
 so build different clip folders into different ``--data_dir``. The build
-report stamps the copy with what it was read from (``source_stamp``): the
-resolved manual_dir and ``labels.csv`` path, the CSV's SHA-256 and, per clip,
-a digest of its files' paths, sizes and modification times. Hashing every
-frame would cost seconds to minutes at each experiment start; sizes alone miss
+report records the manual_dir and stamps the copy with what it was read from
+(``source_stamp``): the resolved ``labels.csv`` path, the CSV's SHA-256 and, per
+clip, a digest of its files' paths, sizes and modification times. Hashing every
+frame would read every byte at each experiment start (gigabytes for a real
+database; seconds to minutes from disk); sizes alone miss
 a BMP frame replaced by another of the same dimensions; size + mtime is what
 ``make`` and ``rsync`` trust, costs one ``stat`` per frame, and errs on the
 safe side (a copy made without keeping times asks for a rebuild). A later
