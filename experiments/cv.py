@@ -35,7 +35,7 @@ from merjax.data import augment, pipeline, protocols
 from merjax.data.pipeline import ClipSet
 from merjax.errors import UserError
 from merjax.models import create_model
-from merjax.train import evaluate, losses, metrics, optim, prefix_cache, sharding, steps
+from merjax.train import distributed, evaluate, losses, metrics, optim, prefix_cache, sharding, steps
 from merjax.train.loop import fit
 from merjax.train.state import create_train_state, init_variables
 from merjax.weights.backbone import with_vggface2_backbone
@@ -54,8 +54,11 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[ClipSet, list[str]]:
     A build made here prints its report (clips per class, every quirk), as
     ``python -m datasets.build`` does.
     """
-    prepared = ensure_all_built(config.data.name, config.data.data_dir, config.data.manual_dir or None,
-                                config.data.faces.to_dict(), manual_dir_flag="--config.data.manual_dir")
+    # In a multi-process run process 0 builds a missing copy and the others then open it: two
+    # processes building one copy at once collide.
+    with distributed.process_zero_first(f"build {config.data.name}"):
+        prepared = ensure_all_built(config.data.name, config.data.data_dir, config.data.manual_dir or None,
+                                    config.data.faces.to_dict(), manual_dir_flag="--config.data.manual_dir")
     for dataset in prepared:
         report = read_build_report(dataset.directory) if dataset.built else None
         if report and jax.process_index() == 0:
@@ -229,14 +232,17 @@ def compile_run(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: s
     compiled.frozen_prefix = {"freeze_until": freeze_until, "cached": bool(config.train.cache_prefix)}
     if config.train.cache_prefix:
         started = time.perf_counter()
-        compiled.cache = prefix_cache.build_prefix_cache(
-            model.backbone, {k: v["backbone"] for k, v in variables.items()}, clip_set, freeze_until,
-            batch_size=config.train.cache_batch_frames,
-            variants=config.train.cache_variants,
-            augmentation=pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation),
-            seed=config.seed, dtype=np.dtype(config.train.cache_dtype),
-            max_memory_bytes=int(config.train.cache_memory_gb * 2**30),
-            directory=os.path.join(workdir, f"prefix_cache_{freeze_until}") if workdir else None, progress=tqdm)
+        # A disk cache is one set of files in the workdir: process 0 writes it, the others then reuse it.
+        with distributed.process_zero_first(f"prefix cache {freeze_until}"):
+            compiled.cache = prefix_cache.build_prefix_cache(
+                model.backbone, {k: v["backbone"] for k, v in variables.items()}, clip_set, freeze_until,
+                batch_size=config.train.cache_batch_frames,
+                variants=config.train.cache_variants,
+                augmentation=pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation),
+                seed=config.seed, dtype=np.dtype(config.train.cache_dtype),
+                max_memory_bytes=int(config.train.cache_memory_gb * 2**30),
+                directory=os.path.join(workdir, f"prefix_cache_{freeze_until}") if workdir else None,
+                progress=tqdm)
         compiled.model = create_model(config.model, clip_set.num_classes, frozen_until=freeze_until,
                                       input_endpoint=freeze_until)
         compiled.inputs = compiled.cache.clip_set

@@ -32,6 +32,7 @@ import ml_collections
 
 from merjax import files, stamps
 from merjax.errors import UserError
+from merjax.train import distributed
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
@@ -92,13 +93,6 @@ def empty(workdir: str) -> None:
             os.unlink(path)
 
 
-def _barrier(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
 @contextlib.contextmanager
 def claim(workdir: str, config: ml_collections.ConfigDict | Mapping[str, Any],
           overwrite: bool = False) -> Iterator[None]:
@@ -109,7 +103,7 @@ def claim(workdir: str, config: ml_collections.ConfigDict | Mapping[str, Any],
         another configuration (every differing key is named).
     """
     if jax.process_index() != 0:
-        _barrier(f"claim {workdir}")
+        distributed.barrier(f"claim {workdir}")
         yield
         return
     os.makedirs(workdir, exist_ok=True)
@@ -125,5 +119,5 @@ def claim(workdir: str, config: ml_collections.ConfigDict | Mapping[str, Any],
                 raise UserError(f"workdir {workdir} holds a run of another configuration ({'; '.join(changed)}); "
                                 f"rerun with --overwrite to discard it and start afresh, or pass another --workdir")
         files.atomic_write_json(recorded_path, wanted, indent=2)
-        _barrier(f"claim {workdir}")
+        distributed.barrier(f"claim {workdir}")
         yield

@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from merjax.train import distributed
+
 
 @dataclasses.dataclass
 class Restored:
@@ -89,9 +91,10 @@ class Checkpointer:
         return None, skipped
 
     def remove(self, epoch: int) -> None:
-        """Deletes the checkpoint of ``epoch`` (process 0 deletes; every process reloads the list)."""
+        """Deletes the checkpoint of ``epoch`` (process 0 deletes; every process reloads the list once it is gone)."""
         if jax.process_index() == 0:
             shutil.rmtree(os.path.join(self.directory, str(epoch)), ignore_errors=True)
+        distributed.barrier(f"removed {self.directory}/{epoch}")
         self._manager.reload()
 
     def close(self) -> None:
