@@ -150,12 +150,8 @@ def test_overwrite_with_other_classes(tmp_path: Path) -> None:
     build.build("clip_folder", data_dir, str(root), faces=FACES)
     (root / "labels.csv").write_text("subject,clip,label,fps\ns1,a,sad,10\n")
     # a builder made over the prepared copy restores its class names; regenerating replaces them
-    # (not via build.build(overwrite=True), which TFDS 4.9.10 refuses when given the file format again)
-    builder = build.make_builder("clip_folder", data_dir, FACES)
-    assert builder.info.features["label"].names == ["happy"]
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(root), download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS))
-    dataset_dir = str(builder.data_dir)
+    assert build.make_builder("clip_folder", data_dir, FACES).info.features["label"].names == ["happy"]
+    dataset_dir = build.build("clip_folder", data_dir, str(root), overwrite=True, faces=FACES)
     assert tfds.builder_from_directory(dataset_dir).info.features["label"].names == ["sad"]
     assert float(fake.read_examples(dataset_dir)["a"]["fps"]) == 10.0
 
