@@ -30,6 +30,7 @@ from datasets.build import ensure_all_built
 from datasets.core.builder import read_build_report, report_lines
 from experiments import layer_choice, provenance, report
 from experiments import workdir as workdir_lib
+from experiments.configs.validate import validate
 from merjax import files, stamps
 from merjax.data import augment, pipeline, protocols
 from merjax.data.pipeline import ClipSet
@@ -280,6 +281,9 @@ def prepare_training(config: ml_collections.ConfigDict, clip_set: ClipSet, clip_
                                       variants=cache.variants if cache else None)
 
     steps_per_epoch = len(samples) // config.train.batch_size
+    if steps_per_epoch == 0:
+        raise UserError(f"only {len(samples)} training samples for --config.train.batch_size="
+                        f"{config.train.batch_size}: lower the batch size (or raise data.balance_per_class)")
     state = create_train_state(compiled.model, compiled.variables,
                                compiled.optimizer(config.train, steps_per_epoch), jax.random.key(seed))
     return Training(state=sharding.replicate(state, compiled.mesh), batches=batches,
@@ -454,6 +458,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     The caller owns the workdir (``experiments.workdir.claim``: lock + config check).
     """
     started = time.time()
+    validate(config)
     os.makedirs(workdir, exist_ok=True)
     clip_set, dataset_dirs = load_data(config)
     record = provenance.collect(config, dataset_dirs)

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from merjax.errors import UserError
 from merjax.data import pipeline
 from tests.conftest import make_clip_set
 
@@ -23,7 +24,7 @@ def test_load_clips_reads_every_clip_resized(tiny_dataset_dir):
 
 
 def test_missing_dataset_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no prepared dataset"):
+    with pytest.raises(UserError, match="no prepared dataset"):
         pipeline.load_clips(str(tmp_path / "nowhere"), 16)
 
 
