@@ -36,6 +36,7 @@ import numpy as np
 from datasets import build
 from merjax.data import pipeline, protocols, schema
 from merjax.errors import UserError
+from merjax.train import metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,13 +151,6 @@ def scores(labels: np.ndarray, predictions: np.ndarray) -> tuple[float, float, f
             f1_score(labels, predictions, average="macro"))
 
 
-def uniform_guess_uf1(counts: np.ndarray) -> float:
-    """Expected macro F1 of guessing each class with probability 1/K: per class, precision is the
-    class's share and recall is 1/K."""
-    share, recall = counts / counts.sum(), 1.0 / len(counts)
-    return float(np.mean(2 * share * recall / (share + recall)))
-
-
 def motion_scale(clips: Clips) -> dict[str, float]:
     """Medians over clips, in pixels, of the expression (non-rigid) and head-motion sizes."""
     expression, head_at_apex, head_largest = [], [], []
@@ -222,8 +216,9 @@ def report(args: argparse.Namespace) -> None:
     print("|---|---|---|---|")
     print(f"| chance: majority class | {counts.max() / counts.sum():.3f} | {1 / len(counts):.3f} | "
           f"{f1_score(clips.labels, np.full_like(clips.labels, counts.argmax()), average='macro'):.3f} |")
-    print(f"| chance: uniform random guess (expected) | {1 / len(counts):.3f} | {1 / len(counts):.3f} | "
-          f"{uniform_guess_uf1(counts):.3f} |")
+    uniform = metrics.expected_uniform_metrics(clips.labels, len(clips.class_names))
+    print(f"| chance: uniform random guess (expected) | {uniform['accuracy']:.3f} | {uniform['uar']:.3f} | "
+          f"{uniform['uf1']:.3f} |")
     for name, features in BASELINES.items():
         accuracy, uar, uf1 = scores(clips.labels, cross_validate(features(clips, args.grid), clips, folds))
         print(f"| {name} | {accuracy:.3f} | {uar:.3f} | {uf1:.3f} |")
