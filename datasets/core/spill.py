@@ -19,9 +19,10 @@ in-memory one, and the build's memory stays at the limit plus one bucket
 (about 1/1000 of the data) however large the dataset. The spill files need
 as much free disk, next to the dataset being written, as the data itself.
 
-On entering, a one-record shuffler past a zero limit must spill into a
-``LocalBucket`` and read the record back; a tensorflow-datasets whose shuffler
-works otherwise is refused with one ``UserError`` before anything is built.
+On entering, a one-record shuffler past a zero limit must spill it to a file
+and give it back; a tensorflow-datasets whose shuffler does not (it ignores the
+limit, spills through TensorFlow, lacks these names) is refused with one
+``UserError`` before anything is built.
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ def _unsupported(reason: str) -> UserError:
                      f"than memory without TensorFlow; install {SUPPORTED_TFDS}")
 
 
-def _check_spill_goes_through_local_buckets() -> None:
-    """Raises UserError unless a shuffler past a zero limit spills into LocalBucket files and reads them back."""
+def _check_spill_round_trip() -> None:
+    """Raises UserError unless a shuffler past a zero limit spills a record to a file and gives it back."""
     limit = shuffle.MAX_MEM_BUFFER_SIZE
     shuffle.MAX_MEM_BUFFER_SIZE = 0
     try:
@@ -132,7 +133,7 @@ def tf_free_spill() -> Iterator[None]:
     saved = shuffle._Bucket, shuffle.MAX_MEM_BUFFER_SIZE
     shuffle._Bucket = LocalBucket
     try:
-        _check_spill_goes_through_local_buckets()
+        _check_spill_round_trip()
         shuffle.MAX_MEM_BUFFER_SIZE = MEMORY_LIMIT_BYTES
         yield
     finally:
