@@ -92,7 +92,8 @@ def _fold_setup(clip_set, model_config, batch_size=4, window=4):
     return state, batches, steps_per_epoch
 
 
-def test_interrupted_run_resumed_from_checkpoint_ends_with_same_parameters(tmp_path):
+def _checkpointed_fit():
+    """The initial state of a tiny fold and ``run(epochs, directory)``: ``fit`` from it with checkpoints there."""
     clip_set = make_clip_set(num_subjects=2, clips_per_class=1)
     mesh = sharding.data_mesh()
     train_step = sharding.jit_train_step(steps.train_step, mesh)
@@ -103,6 +104,11 @@ def test_interrupted_run_resumed_from_checkpoint_ends_with_same_parameters(tmp_p
         return fit(state, train_step=train_step, train_batches=batches, epochs=epochs, mesh=mesh,
                    checkpoint_dir=str(directory))
 
+    return initial, run
+
+
+def test_interrupted_run_resumed_from_checkpoint_ends_with_same_parameters(tmp_path):
+    initial, run = _checkpointed_fit()
     uninterrupted = run(3, tmp_path / "a")
     run(2, tmp_path / "b")                    # "interrupted" after its second epoch's checkpoint
     resumed = run(3, tmp_path / "b")
@@ -183,16 +189,7 @@ def test_batch_size_must_divide_devices():
 
 
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one_with_one_line(tmp_path, caplog):
-    clip_set = make_clip_set(num_subjects=2, clips_per_class=1)
-    mesh = sharding.data_mesh()
-    train_step = sharding.jit_train_step(steps.train_step, mesh)
-    initial, batches, _ = _fold_setup(clip_set, tiny_model_config())
-
-    def run(epochs, directory):
-        state = sharding.replicate(jax.tree.map(jnp.copy, initial), mesh)
-        return fit(state, train_step=train_step, train_batches=batches, epochs=epochs, mesh=mesh,
-                   checkpoint_dir=str(directory))
-
+    _, run = _checkpointed_fit()
     uninterrupted = run(3, tmp_path / "a")
     run(2, tmp_path / "b")                    # checkpoints of epochs 0 and 1
     damaged = 0
