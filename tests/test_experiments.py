@@ -43,11 +43,16 @@ def _check_summary(summary, workdir, num_classes=3):
         assert json.load(f)["uf1"] == summary["uf1"]
 
 
+def _run_claimed(config, workdir: str):
+    """``cv.run`` in a claimed workdir, as the command line runs it (the claim writes config.json)."""
+    with claim(workdir, config):
+        return cv.run(config, workdir)
+
+
 def _run_smoke(config_module, data_dir: str, workdir: str):
     config = config_module.get_config("smoke")
     config.data.data_dir = data_dir
-    with claim(workdir, config):                                 # as the command line runs it
-        summary = cv.run(config, workdir)
+    summary = _run_claimed(config, workdir)
     _check_summary(summary, workdir)
     return config, summary
 
@@ -100,7 +105,7 @@ def test_smoke_with_frozen_cached_prefix_keeps_the_prefix(tmp_path, tiny_data_di
     config.train.freeze_until = "layer2"
     config.train.cache_variants = 2
     workdir = str(tmp_path / "frozen")
-    summary = cv.run(config, workdir)
+    summary = _run_claimed(config, workdir)
     _check_summary(summary, workdir)
     prefix = summary["frozen_prefix"]
     assert prefix["freeze_until"] == "layer2" and prefix["cached"] and prefix["variants"] == 2
@@ -140,7 +145,7 @@ def test_smoke_on_a_real_database_layout_builds_it_with_faces_and_runs(tmp_path)
     config.data.manual_dir = str(tmp_path / "SMIC")
     config.data.data_dir = str(tmp_path / "tfds")
     config.data.faces.crop_size = 40
-    summary = cv.run(config, str(tmp_path / "run"))
+    summary = _run_claimed(config, str(tmp_path / "run"))
     _check_summary(summary, str(tmp_path / "run"))
     assert summary["num_clips"] == 12
     assert os.path.isfile(tmp_path / "tfds" / "smic" / "hs" / "1.0.0" / "metadata.json")
