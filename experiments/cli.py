@@ -62,6 +62,9 @@ def main(name: str, run: Runner = cross_validation) -> None:
             validate(config_flag.value)
             with workdir.claim(workdir_flag.value, config_flag.value, overwrite=overwrite_flag.value):
                 text = run(config_flag.value, workdir_flag.value)
+            # Process 0 writes the reports alone; the others wait here rather than in jax's shutdown
+            # barrier, whose timeout a slow report (a loaded machine) can exceed.
+            distributed.barrier("run finished")
         print(text)
         print(f"outputs in {os.path.abspath(workdir_flag.value)}")
 

@@ -17,6 +17,10 @@ from jax.experimental import multihost_utils
 
 from merjax.errors import UserError
 
+# How long a process that finished waits at exit for the others (jax's default, 300 s, is shorter
+# than what process 0 may still have to write on a loaded machine).
+SHUTDOWN_TIMEOUT_SECONDS = 1800
+
 
 def initialize(coordinator: str, num_processes: int, process_id: int) -> str:
     """Joins this process to a job of ``num_processes`` processes coordinated at ``coordinator``.
@@ -46,7 +50,8 @@ def initialize(coordinator: str, num_processes: int, process_id: int) -> str:
     # CPU processes exchange gradients over gloo: this jax's default, stated because older
     # releases gave CPUs no cross-process collectives by default. GPUs use NCCL regardless.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
+                               shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_SECONDS)
     return (f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} of "
             f"{jax.device_count()} {jax.default_backend()} devices, coordinator {coordinator}")
 
