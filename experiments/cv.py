@@ -350,6 +350,8 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
     fold_dir = os.path.join(workdir, fold.name)
     stamp = fold_stamp(stamp or run_stamp(config, clip_set), clip_set, fold, config.train.freeze_until)
     finished = checked_fold_dir(fold_dir, stamp)
+    # Every process checks the fold folder before process 0 writes to it, so that all make one decision.
+    distributed.barrier(f"checked {fold_dir}")
     if finished is not None:
         return finished
     if jax.process_index() == 0:
