@@ -188,3 +188,21 @@ def test_validation_subjects_train_when_nothing_is_selected_on_them(clip_set):
     train, val = cv.training_side(config, fold)
     assert np.array_equal(train, np.union1d(fold.train, fold.val)) and len(val) == 0
     assert not set(train) & set(fold.test)
+
+
+def test_freeze_from_reads_each_seeds_own_layer_choice(clip_set, monkeypatch):
+    folds = protocols.kfold_by_subject(clip_set.subjects, clip_set.labels, k=2, seed=0)
+    read = []
+
+    def per_fold(path, config, run_folds, clip_ids):
+        read.append(path)
+        return {fold.name: f"layer{i + 1}" for i, fold in enumerate(run_folds)}
+
+    monkeypatch.setattr(cv.layer_choice, "freeze_until_per_fold", per_fold)
+    config = smic_bilstm.get_config("smoke")
+    config.seed = 2
+    config.train.freeze_from = "runs/gradcam/seed_{seed}/gradcam_scores.json"
+    configs = cv.fold_configs(config, clip_set, folds)
+    assert read == ["runs/gradcam/seed_2/gradcam_scores.json"]
+    assert [c.train.freeze_until for c in configs] == ["layer1", "layer2"]
+    assert config.train.freeze_until == ""                      # the run's own config is left as it was
