@@ -9,6 +9,7 @@ import openpyxl
 import pytest
 
 from datasets.core.quirks import QuirkLog
+from merjax.errors import UserError
 from datasets.core.sheets import (CodedClip, ListedClip, disk_names, read_casme2_coding, read_megc_list,
                                   read_samm_codes)
 from tests.fake_sheets import CasmeRow, SammRow, write_casme2_coding, write_samm_codes
@@ -186,7 +187,7 @@ def test_missing_header_names_the_file(tmp_path):
     workbook = openpyxl.Workbook()
     workbook.active.append(["01", "EP02_01f", None, 46, 59, 86])
     workbook.save(path)
-    with pytest.raises(ValueError, match="no_header.xlsx.*Subject"):
+    with pytest.raises(UserError, match="no_header.xlsx.*Subject"):
         read_casme2_coding(path, QuirkLog())
 
 
@@ -196,7 +197,7 @@ def test_missing_column_names_file_and_row(tmp_path):
     workbook.active.append(["title"])
     workbook.active.append(["Subject", "Filename", "Onset Frame", "Offset Frame", "Action Units", "Estimated Emotion"])
     workbook.save(path)
-    with pytest.raises(ValueError, match=r"SAMM_codes.xlsx.*header row 2 has no column for apex \(one of apexframe/"):
+    with pytest.raises(UserError, match=r"SAMM_codes.xlsx.*header row 2 has no column for apex \(one of apexframe/"):
         read_samm_codes(path, QuirkLog())
 
 
@@ -204,16 +205,16 @@ def test_missing_column_names_file_and_row(tmp_path):
 def test_corrupt_file_names_the_file(tmp_path, content):
     path = tmp_path / "CASME2-coding-20190701.xlsx"
     path.write_bytes(content)
-    with pytest.raises(ValueError, match="CASME2-coding-20190701.xlsx"):
+    with pytest.raises(UserError, match="CASME2-coding-20190701.xlsx"):
         read_casme2_coding(path, QuirkLog())
 
 
 def test_wrong_format_and_missing_file_name_the_file(tmp_path):
     path = tmp_path / "codes.csv"
     path.write_text("Subject,Filename\n01,EP02_01f\n")
-    with pytest.raises(ValueError, match="codes.csv"):
+    with pytest.raises(UserError, match="codes.csv"):
         read_samm_codes(path, QuirkLog())
-    with pytest.raises(ValueError, match="absent.xlsx"):
+    with pytest.raises(UserError, match="absent.xlsx"):
         read_samm_codes(tmp_path / "absent.xlsx", QuirkLog())
 
 
@@ -263,7 +264,7 @@ def test_website_copy_with_blank_rows(tmp_path):
 def test_bad_megc_row_names_file_and_line(tmp_path, line, message):
     path = tmp_path / "list.csv"
     path.write_text(f"casme2,sub01,EP02_01f,1\ncasme2,sub01,EP19_05f,0\n,,,\n{line}\n")
-    with pytest.raises(ValueError, match=rf"list.csv line 4: .*{message}"):
+    with pytest.raises(UserError, match=rf"list.csv line 4: .*{message}"):
         read_megc_list(path)
 
 
@@ -274,7 +275,7 @@ def test_disk_names():
     assert disk_names(ListedClip("samm", "6", "006_1_2", 0, 1)) == ("006", "006_1_2")
     assert disk_names(ListedClip("samm", "32", "032_3_1", 0, 1)) == ("032", "032_3_1")
     assert disk_names(ListedClip("casme2", "sub01", "EP02_01f", 1, 1)) == ("sub01", "EP02_01f")
-    with pytest.raises(ValueError, match="line 7"):
+    with pytest.raises(UserError, match="line 7"):
         disk_names(ListedClip("smic", "subject1", "s1_ne_01", 0, 7))
 
 

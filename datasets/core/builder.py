@@ -31,6 +31,7 @@ from datasets.core.quirks import QuirkLog, count_differences
 from datasets.core.serialization import build_writing
 from merjax import faces as face_ops
 from merjax.data import labels, schema
+from merjax.errors import UserError
 
 METADATA_FILE = "metadata.json"
 
@@ -64,15 +65,15 @@ class FaceOptions:
 
     def __post_init__(self) -> None:
         if self.crop_size < 8:
-            raise ValueError(f"crop_size must be at least 8 pixels, got {self.crop_size}")
+            raise UserError(f"crop_size must be at least 8 pixels, got {self.crop_size}")
         if not 0.0 <= self.margin <= 1.0:
-            raise ValueError(f"margin must lie in [0, 1], got {self.margin}")
+            raise UserError(f"margin must lie in [0, 1], got {self.margin}")
         if self.max_face_tries < 1:
-            raise ValueError(f"max_face_tries must be at least 1, got {self.max_face_tries}")
+            raise UserError(f"max_face_tries must be at least 1, got {self.max_face_tries}")
         if self.detector_upsample < 0:
-            raise ValueError(f"detector_upsample must be >= 0, got {self.detector_upsample}")
+            raise UserError(f"detector_upsample must be >= 0, got {self.detector_upsample}")
         if self.detector == "fan" and not self.detector_weights:
-            raise ValueError("detector 'fan' needs detector_weights: the local 2D-FAN TorchScript file "
+            raise UserError("detector 'fan' needs detector_weights: the local 2D-FAN TorchScript file "
                              "(nothing is downloaded at run time)")
 
     def make_detector(self) -> face_ops.LandmarkDetector:

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import openpyxl
 
 from datasets.core.quirks import QuirkLog
+from merjax.errors import UserError
 
 HEADER_SCAN_ROWS = 30          # the header must lie within the first rows of a sheet (SAMM v2: row 14)
 SAMM_SHEET = "MICRO_ONLY"      # tried first when a SAMM workbook has it
@@ -139,11 +140,11 @@ def _read_workbook(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as error:  # openpyxl raises zipfile, KeyError, InvalidFileException, OSError ...
-        raise ValueError(f"{path}: cannot read it as an .xlsx workbook ({type(error).__name__}: {error})") from error
+        raise UserError(f"{path}: cannot read it as an .xlsx workbook ({type(error).__name__}: {error})") from error
     try:
         return {sheet.title: list(sheet.iter_rows(values_only=True)) for sheet in workbook.worksheets}
     except Exception as error:
-        raise ValueError(f"{path}: the workbook is damaged ({type(error).__name__}: {error})") from error
+        raise UserError(f"{path}: the workbook is damaged ({type(error).__name__}: {error})") from error
     finally:
         workbook.close()
 
@@ -172,11 +173,11 @@ def _find_table(path: Path, sheets: Mapping[str, list[tuple[Any, ...]]],
             missing = [field for field in _REQUIRED if field not in columns]
             if missing:
                 wanted = "; ".join(f"{field} (one of {'/'.join(_COLUMNS[field])})" for field in missing)
-                raise ValueError(f"{path}: sheet {title!r} header row {index + 1} has no column for {wanted}, "
+                raise UserError(f"{path}: sheet {title!r} header row {index + 1} has no column for {wanted}, "
                                  "ignoring case, spaces and punctuation "
                                  f"(header: {[cell for cell in row if cell is not None]})")
             return title, index, columns
-    raise ValueError(f"{path}: no header row with 'Subject' and 'Filename' in the first {HEADER_SCAN_ROWS} "
+    raise UserError(f"{path}: no header row with 'Subject' and 'Filename' in the first {HEADER_SCAN_ROWS} "
                      f"rows of sheets {list(sheets)}")
 
 
@@ -279,15 +280,15 @@ def read_samm_codes(path: str | Path, quirks: QuirkLog) -> list[CodedClip]:
 
 def _parse_listed(fields: list[str], line: int, path: Path) -> ListedClip:
     if len(fields) != 4:
-        raise ValueError(f"{path} line {line}: expected 4 fields dataset,subject,clip,label, got {fields}")
+        raise UserError(f"{path} line {line}: expected 4 fields dataset,subject,clip,label, got {fields}")
     dataset, subject, clip, label_text = (field.strip() for field in fields)
     if dataset.lower() not in MEGC_DATASETS:
-        raise ValueError(f"{path} line {line}: unknown dataset {dataset!r} (expected one of {MEGC_DATASETS})")
+        raise UserError(f"{path} line {line}: unknown dataset {dataset!r} (expected one of {MEGC_DATASETS})")
     if not subject or not clip:
-        raise ValueError(f"{path} line {line}: empty subject or clip in {fields}")
+        raise UserError(f"{path} line {line}: empty subject or clip in {fields}")
     label = _as_int(label_text)
     if label not in MEGC_LABELS:
-        raise ValueError(f"{path} line {line}: label {label_text!r} is not one of {sorted(MEGC_LABELS)}")
+        raise UserError(f"{path} line {line}: label {label_text!r} is not one of {sorted(MEGC_LABELS)}")
     return ListedClip(dataset=dataset.lower(), subject=subject, clip=clip, label=label, line=line)
 
 
@@ -302,7 +303,7 @@ def read_megc_list(path: str | Path, quirks: QuirkLog | None = None) -> tuple[li
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: cannot read the MEGC list ({type(error).__name__}: {error})") from error
+        raise UserError(f"{path}: cannot read the MEGC list ({type(error).__name__}: {error})") from error
     clips: list[ListedClip] = []
     blank = 0
     seen: dict[tuple[str, str, str], int] = {}
@@ -315,7 +316,7 @@ def read_megc_list(path: str | Path, quirks: QuirkLog | None = None) -> tuple[li
         clip = _parse_listed(fields, line, path)
         key = (clip.dataset, clip.subject, clip.clip)
         if key in seen:
-            raise ValueError(f"{path} line {line}: {','.join(key)} repeats line {seen[key]}")
+            raise UserError(f"{path} line {line}: {','.join(key)} repeats line {seen[key]}")
         seen[key] = line
         clips.append(clip)
     return clips, blank
@@ -332,12 +333,12 @@ def disk_names(listed: ListedClip) -> tuple[str, str]:
         subject = re.fullmatch(r"[sS]0*(\d+)", listed.subject)
         clip = re.fullmatch(r"[sS]0*(\d+)(_.+)", listed.clip)
         if subject is None or clip is None:
-            raise ValueError(f"MEGC list line {listed.line}: SMIC ids {listed.subject!r}/{listed.clip!r} "
+            raise UserError(f"MEGC list line {listed.line}: SMIC ids {listed.subject!r}/{listed.clip!r} "
                              "are not s<N>/s<N>_<emotion>_<NN>")
         return f"s{int(subject.group(1))}", f"s{int(clip.group(1))}{clip.group(2)}"
     if listed.dataset == "samm":
         subject_folder = samm_subject(listed.subject)
         if subject_folder is None:
-            raise ValueError(f"MEGC list line {listed.line}: SAMM subject {listed.subject!r} is not a number")
+            raise UserError(f"MEGC list line {listed.line}: SAMM subject {listed.subject!r} is not a number")
         return subject_folder, listed.clip
     return listed.subject, listed.clip
