@@ -181,10 +181,10 @@ def stale_reasons(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> 
 
     A real database's copy records its face options and manual_dir in its build
     report: other face options, or a ``manual_dir`` given and different, make
-    it stale. A builder with ``source_changes`` (``clip_folder``) also compares
-    what it read (``labels.csv``, the clip files) with the given manual_dir or,
-    when none is given, the recorded one. A copy without a report (built by
-    older code) is reused.
+    it stale. Its ``source_changes`` also compares what the build read
+    (``clip_folder``: ``labels.csv`` and the clip files; CASME II, SAMM, MEGC:
+    their coding sheets) with the given manual_dir or, when none is given, the
+    recorded one. A copy without a report (built by older code) is reused.
     """
     try:
         report = read_build_report(builder.data_dir)

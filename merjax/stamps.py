@@ -42,6 +42,15 @@ def digest_value(value: Any) -> str:
     return hasher.hexdigest()
 
 
+def digest_file(path: Any, chunk_bytes: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_bytes), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
 def digest_arrays(arrays: Iterable[Any]) -> str:
     """SHA-256 of a sequence of arrays (dtype, shape and bytes of each, in order)."""
     hasher = hashlib.sha256()

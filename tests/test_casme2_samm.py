@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ import tensorflow_datasets as tfds
 from datasets import build
 from datasets.core.builder import FaceOptions, read_build_report
 from datasets.core.layout import ManualDirError
+from merjax import stamps
 from merjax.data import schema
+from merjax.errors import UserError
 from tests import fake_databases as fake
 from tests.fake_sheets import CasmeRow, SammRow, write_casme2_coding, write_samm_codes
 
@@ -161,3 +164,18 @@ def test_samm_both_sheet_releases_grayscale_as_three_channels(tmp_path: Path, re
     assert schema.decode_text(examples["006_1_2"]["subject"]) == "006"
     assert fake.quirk_counts(dataset_dir) == {"apex_outside": ("fixed", 1), "excluded_emotion": ("skipped", 1)}
     assert read_build_report(dataset_dir)["expected_counts"] == {"negative": 92, "positive": 26, "surprise": 15}
+
+
+def test_a_copy_is_refused_once_its_coding_sheet_changes(tmp_path: Path) -> None:
+    root = tmp_path / "CASME2"
+    write_casme2(root)
+    data_dir = str(tmp_path / "data")
+    built = build.build("casme2/raw", data_dir, str(root), faces=FACES)
+    sheet = root / "CASME2-coding-20190701.xlsx"
+    assert read_build_report(built)["annotations"] == {str(sheet): stamps.digest_file(sheet)}
+    assert build.ensure_built("casme2/raw", data_dir, str(root), FACES) == built   # unchanged: reused
+    relabelled = [row if row.clip != "EP02_01f" else dataclasses.replace(row, emotion="surprise")
+                  for row in CASME_ROWS]
+    write_casme2_coding(sheet, relabelled)
+    with pytest.raises(UserError, match=rf"{sheet} changed since the build.*--overwrite"):
+        build.ensure_built("casme2/raw", data_dir, str(root), FACES)

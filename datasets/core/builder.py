@@ -30,6 +30,7 @@ from datasets.core.frames import FrameFile, read_clip
 from datasets.core.quirks import QuirkLog, count_differences
 from datasets.core.serialization import build_writing
 from merjax import faces as face_ops
+from merjax import stamps
 from merjax.data import labels, schema
 from merjax.errors import UserError
 
@@ -336,7 +337,20 @@ class RealMEBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "expected_counts": expected,
             "count_differences": differences,
             "quirks": quirks.as_dict(),
+            "annotations": {str(path): stamps.digest_file(path) for path in quirks.annotation_files},
         }
+
+    def source_changes(self, report: Mapping[str, Any], manual_dir: Path) -> list[str]:
+        """The annotation files (coding sheets) the build read that are gone or changed since (``datasets.build``
+        asks before reusing a prepared copy). A copy built before they were recorded cannot be checked."""
+        changes = []
+        for name, digest in report.get("annotations", {}).items():
+            path = Path(name)
+            if not path.is_file():
+                changes.append(f"{path} (read by the build) is gone")
+            elif stamps.digest_file(path) != digest:
+                changes.append(f"{path} changed since the build")
+        return changes
 
 
 def read_build_report(dataset_dir: str | Path) -> dict[str, Any] | None:

@@ -50,6 +50,7 @@ def newest_sheet(sheets: Sequence[Path], dataset: str, quirks: QuirkLog) -> Path
     if len(sheets) > 1:
         quirks.fixed("several_coding_sheets", dataset,
                      f"used {chosen.name}; also found {', '.join(p.name for p in sheets if p != chosen)}")
+    quirks.read_annotation(chosen)
     return chosen
 
 

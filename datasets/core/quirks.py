@@ -6,12 +6,15 @@ found). A builder never crashes on them and never drops data silently: it
 records each one here under a kind, as either ``fixed`` (the data was kept,
 repaired) or ``skipped`` (the data was left out). The log is printed at the end
 of the build and stored with the dataset (``metadata.json``), together with the
-check of per-class counts against the database's known totals.
+check of per-class counts against the database's known totals. It also lists
+the annotation files the build read (coding sheets), so that the prepared copy
+can be stamped with their digests and refused once they change.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Mapping
 
 EXAMPLES_KEPT = 5   # examples stored per kind; the count is always exact
@@ -32,6 +35,11 @@ class QuirkLog:
 
     def __init__(self) -> None:
         self._kinds: dict[str, QuirkKind] = {}
+        self.annotation_files: list[Path] = []
+
+    def read_annotation(self, path: Path) -> None:
+        """Records an annotation file (a coding sheet) whose content the build depends on."""
+        self.annotation_files.append(path)
 
     def fixed(self, kind: str, where: str, detail: str = "") -> None:
         """Records a quirk that was repaired; the data is kept."""
