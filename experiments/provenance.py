@@ -133,8 +133,8 @@ def dataset_record(directory: str) -> dict[str, Any]:
         "config": info.get("configName"),
         "version": info.get("version"),
         "directory": os.path.abspath(directory),
-        "dataset_info_sha256": sha256_file(info_path),
-        "build_report_sha256": sha256_file(report_path) if os.path.isfile(report_path) else None,
+        "dataset_info_sha256": stamps.digest_file(info_path),
+        "build_report_sha256": stamps.digest_file(report_path) if os.path.isfile(report_path) else None,
     }
 
 
@@ -146,15 +146,7 @@ def weights_record(path: str) -> dict[str, Any]:
         raise UserError(f"config.model.weights: {path} does not exist; pass the path of a VGGFace2 weights file "
                         f"(.pkl or .h5) or '' to train from scratch")
     return {"from_scratch": False, "file": os.path.basename(path), "path": os.path.abspath(path),
-            "sha256": sha256_file(path)}
-
-
-def sha256_file(path: str, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+            "sha256": stamps.digest_file(path)}
 
 
 def markdown_lines(provenance: dict[str, Any] | None) -> list[str]:
