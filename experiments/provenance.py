@@ -24,7 +24,6 @@ The caller adds ``wall_seconds`` when the run ends.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
