@@ -46,6 +46,7 @@ from tensorflow_datasets.core import shuffle
 
 from benchmarks.build_throughput import plan_clips, write_tree
 from datasets.core import spill
+from merjax import stamps
 
 DATASET = "smic/hs"
 FRAME_SIZE = (640, 480)
@@ -113,7 +114,7 @@ def one_clip_tree(base: Path, destination: Path) -> None:
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())
+    return {path.name: stamps.digest_file(path) for path in sorted(folder.iterdir())
             if path.is_file()}
 
 

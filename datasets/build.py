@@ -201,10 +201,9 @@ def stale_reasons(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> 
     recorded = report.get("manual_dir")
     if manual_dir and recorded and not _same_path(manual_dir, recorded):
         reasons.append(f"it was built from manual_dir {recorded}, not {manual_dir}")
-    source_changes = getattr(builder, "source_changes", None)
     source = manual_dir or recorded
-    if source_changes is not None and not reasons and source and Path(source).is_dir():
-        reasons.extend(source_changes(report, Path(source).expanduser()))
+    if not reasons and source and Path(source).is_dir():
+        reasons.extend(builder.source_changes(report, Path(source).expanduser()))
     return reasons
 
 

@@ -88,8 +88,8 @@ def make_folds(config: ml_collections.ConfigDict, clip_set: ClipSet) -> list[pro
         raise UserError(f"unknown protocol {kind!r} (--config.protocol.kind); choose one of {PROTOCOLS}")
     common = dict(val_subjects=protocol.val_subjects, class_names=clip_set.class_names)
     subjects = protocols.subject_keys(clip_set.datasets, clip_set.subjects)
-    if kind == "kfold_by_subject" and protocol.k > len(set(subjects.tolist())):
-        available = len(set(subjects.tolist()))
+    available = len(set(subjects.tolist()))
+    if kind == "kfold_by_subject" and protocol.k > available:
         raise UserError(f"--config.protocol.k={protocol.k} folds need at least {protocol.k} subjects, but "
                         f"{clip_set.name} has {available}: set --config.protocol.k={available} (or fewer) or "
                         f"--config.protocol.kind=loso")
@@ -440,7 +440,7 @@ def fold_configs(config: ml_collections.ConfigDict, clip_set: ClipSet,
     ``{seed}`` in the path stands for the run's seed, so that ``config.seeds`` reads one choice per seed)."""
     if not config.train.freeze_from:
         return [config] * len(folds)
-    path = config.train.freeze_from.replace("{seed}", str(config.seed))   # one gradcam_layers run per seed
+    path = layer_choice.choice_file(config.train.freeze_from, config.seed)
     chosen = layer_choice.freeze_until_per_fold(path, config, folds, clip_set.clip_ids)
     configs = []
     for fold in folds:

@@ -37,18 +37,23 @@ from merjax.models import ResNet
 SCORE_ON_SELECTION = "selection"
 SCORE_ON_TEST = "test (leaks)"
 SCORE_ON = (SCORE_ON_SELECTION, SCORE_ON_TEST)
-SIDES = ("train", "val", "test")
 # Config keys (dotted; a key also covers the keys below it) that must be equal in the Grad-CAM run and the
 # CV run: they decide the clips, the folds and the network whose layers were scored.
 COMPARED_KEYS = ("data.name", "data.image_size", "data.faces", "model.weights", "model.backbone",
                  "protocol.kind", "protocol.k", "protocol.train", "protocol.test", "protocol.val_subjects", "seed")
 RERUN = "python -m experiments.gradcam_layers"
+SEED_FIELD = "{seed}"   # in train.freeze_from: each run's seed, so that a run over seeds reads one file per seed
+
+
+def choice_file(template: str, seed: int) -> str:
+    """The ``gradcam_scores.json`` a run of ``seed`` reads: ``template`` with ``{seed}`` replaced."""
+    return template.replace(SEED_FIELD, str(seed))
 
 
 def fold_clips(folds: Sequence[protocols.Fold], clip_ids: np.ndarray) -> dict[str, dict[str, list[str]]]:
     """Every fold's train / val / test clip ids, by fold name."""
     clip_ids = np.asarray(clip_ids)
-    return {fold.name: {side: clip_ids[getattr(fold, side)].tolist() for side in SIDES} for fold in folds}
+    return {fold.name: {side: clip_ids[getattr(fold, side)].tolist() for side in protocols.SIDES} for fold in folds}
 
 
 def stamp(config: ml_collections.ConfigDict, clip_set: ClipSet, folds: Sequence[protocols.Fold]) -> dict[str, Any]:
@@ -120,7 +125,7 @@ def freeze_until_per_fold(path: str, config: ml_collections.ConfigDict, folds: l
         if fold.name not in recorded["folds"] or fold.name not in choice["folds"]:
             raise refuse(f"has no layer choice for {fold.name} (it has {sorted(choice['folds'])})",
                          _override("gradcam.folds", "all"))
-        for side in SIDES:
+        for side in protocols.SIDES:
             before_clips, wanted_side = recorded["folds"][fold.name][side], wanted_clips[fold.name][side]
             if sorted(before_clips) != sorted(wanted_side):
                 raise refuse(f"was computed on other folds "

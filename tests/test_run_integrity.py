@@ -15,6 +15,7 @@ import pytest
 
 from experiments import cv, workdir
 from experiments.configs import smic_bilstm, smic_lstm
+from experiments.configs.validate import validate
 from merjax import files
 from merjax.data import protocols
 from merjax.errors import UserError
@@ -206,3 +207,16 @@ def test_freeze_from_reads_each_seeds_own_layer_choice(clip_set, monkeypatch):
     assert read == ["runs/gradcam/seed_2/gradcam_scores.json"]
     assert [c.train.freeze_until for c in configs] == ["layer1", "layer2"]
     assert config.train.freeze_until == ""                      # the run's own config is left as it was
+
+
+def test_validate_checks_the_layer_choice_file_of_every_seed(tmp_path):
+    config = smic_bilstm.get_config("smoke")
+    config.seeds = (0, 1)
+    config.train.freeze_from = str(tmp_path / "seed_{seed}" / "gradcam_scores.json")
+    (tmp_path / "seed_0").mkdir()
+    (tmp_path / "seed_0" / "gradcam_scores.json").write_text("{}")
+    with pytest.raises(UserError, match=r"train\.freeze_from.*seed_1/gradcam_scores\.json.*for seed 1"):
+        validate(config)
+    (tmp_path / "seed_1").mkdir()
+    (tmp_path / "seed_1" / "gradcam_scores.json").write_text("{}")
+    validate(config)

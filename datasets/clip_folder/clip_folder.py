@@ -80,9 +80,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -95,6 +93,7 @@ from datasets.core.builder import ClipSource, RealMEBuilder, RealMEConfig, clip_
 from datasets.core.frames import IGNORED_FILES, frame_pattern, list_frames
 from datasets.core.quirks import QuirkLog
 from merjax import faces as face_ops
+from merjax import stamps
 from merjax.data import schema
 from merjax.errors import UserError
 
@@ -416,22 +415,18 @@ def _set_class_names(label: tfds.features.ClassLabel, names: Sequence[str]) -> N
     label.names = names
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def clip_files_digest(root: Path, source: FolderClip) -> str:
     """A digest of the files clip ``source`` is read from: their paths below ``root``, sizes and mtimes."""
     paths = [source.video] if source.video is not None else [frame.path for frame in source.frames]
     entries = [[str(path.relative_to(root)), path.stat().st_size, path.stat().st_mtime_ns] for path in paths]
-    return _sha256(json.dumps(entries).encode())[:16]
+    return stamps.digest_value(entries)[:16]
 
 
 def source_stamp(csv_path: Path, sources: Sequence[FolderClip]) -> dict[str, Any]:
     """What a build read: the resolved ``labels.csv`` path, its SHA-256 and each clip's files digest."""
     return {
         "csv": str(csv_path.resolve()),
-        "csv_sha256": _sha256(csv_path.read_bytes()),
+        "csv_sha256": stamps.digest_file(csv_path),
         "clips": {f"{source.subject}/{source.clip}": clip_files_digest(csv_path.parent, source) for source in sources},
     }
 
@@ -447,7 +442,7 @@ def stamp_changes(recorded: Mapping[str, Any], manual_dir: Path) -> list[str]:
         return [f"{manual_dir} holds no {CSV_NAME} any more"]
     if str(path.resolve()) != recorded["csv"]:
         return [f"its {CSV_NAME} was {recorded['csv']}, now {path.resolve()}"]
-    if _sha256(path.read_bytes()) != recorded["csv_sha256"]:
+    if stamps.digest_file(path) != recorded["csv_sha256"]:
         return [f"{path} changed since the build"]
     quirks = QuirkLog()   # the build's report holds the quirks; here only the clips found count
     rows = read_labels_csv(path, quirks)

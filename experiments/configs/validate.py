@@ -213,8 +213,14 @@ def _check_train(config: ml_collections.ConfigDict) -> None:
     _choice(config, "train.select", ("", *SELECT_METRICS))
     endpoints = ResNet(stage_sizes=tuple(config.model.backbone.stage_sizes)).endpoint_names
     _choice(config, "train.freeze_until", ("", *endpoints))
-    if "freeze_from" in config.train:
-        _existing_file(config, "train.freeze_from", "the gradcam_scores.json of experiments.gradcam_layers")
+    if config.train.get("freeze_from"):
+        from experiments import layer_choice   # imported on use: only runs with a per-fold layer choice need it
+
+        for seed in config.get("seeds") or (config.seed,):
+            path = layer_choice.choice_file(config.train.freeze_from, seed)
+            if not os.path.isfile(os.path.expanduser(path)):
+                _fail("train.freeze_from", config.train.freeze_from,
+                      f"no such file {path} (the gradcam_scores.json of experiments.gradcam_layers for seed {seed})")
     _boolean(config, "train.cache_prefix")
     _integer(config, "train.cache_variants", 1, "cached versions of each clip")
     _choice(config, "train.cache_dtype", CACHE_DTYPES)
