@@ -28,7 +28,8 @@ def make_clip_set(num_subjects: int = 4, clips_per_class: int = 2, num_classes: 
                 subjects.append(f"s{s + 1}")
                 clip_ids.append(f"s{s + 1}_{label}_{c}")
     landmarks = [np.zeros((len(f), 68, 2), np.float32) for f in frames]
-    return ClipSet(name="fake/clips", class_names=tuple(f"c{i}" for i in range(num_classes)), frames=frames,
+    return ClipSet(name="fake/clips", class_names=tuple(f"c{i}" for i in range(num_classes)),
+                   streams={"frames": frames},
                    landmarks=landmarks, labels=np.asarray(labels, np.int32), subjects=np.asarray(subjects),
                    clip_ids=np.asarray(clip_ids), fps=np.full(len(frames), 100.0, np.float32),
                    apexes=np.asarray([len(f) // 2 for f in frames], np.int32),

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import os
 import shlex
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import cv2
 import grain
@@ -35,29 +35,61 @@ Batch = dict[str, np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class ClipSet:
-    """Every clip of one split of a prepared dataset, decoded and resized, in memory."""
+    """Every clip of one split of a prepared dataset (or several), decoded, in memory.
+
+    ``streams`` holds the per-clip arrays by name: ``frames`` ([T,H,W,3] uint8,
+    the face crops as loaded and resized) and whatever clip operations add (e.g.
+    ``region_mouth`` [T,h,w,3], ``dynamic_image`` [H,W,3]) or a frozen-prefix
+    cache adds (``features`` [T,...]). A stream with a time axis has it first.
+    ``variants`` optionally holds K precomputed versions of a stream per clip
+    ([K,...], version 0 = the stream itself): a training sample draws one.
+    """
 
     name: str
     class_names: tuple[str, ...]
-    frames: list[np.ndarray]        # each [T,S,S,3] uint8
-    landmarks: list[np.ndarray]     # each [T,68,2] float32, in resized-crop pixels
+    streams: Mapping[str, list[np.ndarray]]
+    landmarks: list[np.ndarray]     # each [T,68,2] float32, in pixels of the ``frames`` stream
     labels: np.ndarray              # [num_clips] int32
     subjects: np.ndarray            # [num_clips] str
     clip_ids: np.ndarray            # [num_clips] str
     fps: np.ndarray                 # [num_clips] float32
     apexes: np.ndarray              # [num_clips] int32 apex frame index, -1 where unknown
     datasets: np.ndarray            # [num_clips] str, the database each clip comes from
+    action_units: np.ndarray | None = None       # [num_clips] str, the database's AU string, '' where unknown
+    objective_classes: np.ndarray | None = None  # [num_clips] int32, 0..6 = objective class I..VII, -1 unknown
+    variants: Mapping[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        count = len(self.labels)
+        if self.action_units is None:
+            object.__setattr__(self, "action_units", np.full(count, "", dtype=object).astype(str))
+        if self.objective_classes is None:
+            object.__setattr__(self, "objective_classes", np.full(count, -1, np.int32))
+        for stream, arrays in self.streams.items():
+            if len(arrays) != count:
+                raise ValueError(f"stream {stream!r} has {len(arrays)} clips, the clip set {count}")
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.labels)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     @property
+    def frames(self) -> list[np.ndarray]:
+        """The ``frames`` stream: [T,H,W,3] uint8 face crops per clip."""
+        return self.streams["frames"]
+
+    @property
     def lengths(self) -> np.ndarray:
-        return np.asarray([len(f) for f in self.frames], np.int64)
+        """Frames per clip (the time axis of the landmarks, which every time-axis stream shares)."""
+        return np.asarray([len(points) for points in self.landmarks], np.int64)
+
+    def with_streams(self, streams: Mapping[str, list[np.ndarray]],
+                     variants: Mapping[str, list[np.ndarray]] | None = None) -> "ClipSet":
+        """The same clips with other streams (and variants)."""
+        return dataclasses.replace(self, streams=dict(streams), variants=dict(variants or {}))
 
 
 INFO_FILE = "dataset_info.json"
@@ -182,7 +214,7 @@ def load_clips(dataset_dir: str, image_size: int, split: str = "train",
     return ClipSet(
         name=builder.info.full_name,
         class_names=tuple(builder.info.features["label"].names),
-        frames=frames,
+        streams={"frames": frames},
         landmarks=landmarks,
         labels=np.asarray(labels, np.int32),
         subjects=np.asarray(subjects),
@@ -207,10 +239,12 @@ def concat_clip_sets(clip_sets: Sequence[ClipSet]) -> ClipSet:
     return ClipSet(
         name="+".join(clip_set.name for clip_set in clip_sets),
         class_names=first.class_names,
-        frames=[clip for clip_set in clip_sets for clip in clip_set.frames],
+        streams={stream: [clip for clip_set in clip_sets for clip in clip_set.streams[stream]]
+                 for stream in first.streams},
         landmarks=[clip for clip_set in clip_sets for clip in clip_set.landmarks],
         **{field: np.concatenate([getattr(clip_set, field) for clip_set in clip_sets])
-           for field in ("labels", "subjects", "clip_ids", "fps", "apexes", "datasets")},
+           for field in ("labels", "subjects", "clip_ids", "fps", "apexes", "datasets", "action_units",
+                         "objective_classes")},
     )
 
 

@@ -162,7 +162,7 @@ def build_prefix_cache(
         key = cache_key(backbone_variables, clip_set, endpoint, variants, augmentation, seed, dtype)
         reused = _reuse(directory, key, shapes, dtype)
         if reused is not None:
-            features_set = dataclasses.replace(clip_set, frames=[array[0] for array in reused])
+            features_set = clip_set.with_streams({"features": [array[0] for array in reused]}, {"features": reused})
             return PrefixCache(endpoint=endpoint, clip_set=features_set, variants=reused, num_bytes=num_bytes,
                                location=directory, reused=True)
         if os.path.exists(os.path.join(directory, KEY_FILE)):
@@ -210,6 +210,6 @@ def build_prefix_cache(
             array.flush()
     if on_disk:
         files.atomic_write_json(os.path.join(directory, KEY_FILE), {"key": key, "endpoint": endpoint})
-    features_set = dataclasses.replace(clip_set, frames=[array[0] for array in stored])
+    features_set = clip_set.with_streams({"features": [array[0] for array in stored]}, {"features": stored})
     return PrefixCache(endpoint=endpoint, clip_set=features_set, variants=stored, num_bytes=num_bytes,
                        location=directory if on_disk else "memory")
