@@ -61,6 +61,7 @@ from merjax import files, interpret
 from merjax.data import protocols
 from merjax.data.pipeline import ClipSet
 from merjax.errors import UserError
+from merjax.rng import derived_seed
 from merjax.models import ResNet
 from merjax.train.loop import fit
 
@@ -161,11 +162,6 @@ def separation(layers: Mapping[str, Mapping[str, Any]], select_on: str, chosen: 
     two_se = 2.0 * float(np.hypot(best["sem"], second["sem"]))
     return {"runner_up": runner_up, "difference": difference, "two_standard_errors": two_se,
             "separated": bool(difference > two_se)}
-
-
-def derived_seed(*entropy: int) -> int:
-    """A 32-bit seed from ints (``cv.run_fold`` seeds fold i's training with ``derived_seed(seed, i)``)."""
-    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
 
 
 def parse_folds(setting: str) -> list[int] | None:

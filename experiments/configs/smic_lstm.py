@@ -3,13 +3,12 @@
 Presets as in ``smic_bilstm``.
 """
 
-from experiments.configs import common
+from experiments.configs import seed001
 
 
 def get_config(preset: str = "default"):
-    config = common.base()
-    config.experiment = "smic_lstm"
+    config = seed001.config("smic_lstm", preset)
     config.model.temporal.kind = "lstm"     # seed 001 §4.4: a 3-layer LSTM decoder
     config.model.temporal.layers = 3
     config.model.temporal.hidden = 256
-    return common.apply_preset(config, preset)
+    return config

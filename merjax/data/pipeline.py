@@ -1,16 +1,10 @@
-"""Input pipeline: prepared TFDS dataset → in-memory clips → grain → dict batches.
+"""Input pipeline, part 1: prepared TFDS dataset → in-memory clips (``ClipSet``).
 
 Clips are read once through ``tfds.data_source`` (array_record, no TensorFlow),
 resized once to the model's input size and kept in memory: micro-expression
 databases are small (SMIC-HS: 164 clips) and every fold and epoch reuses them.
-Training samples are (clip, first frame) pairs — windows of N consecutive
-frames (seed 001's sliding windows) or single frames (Exp-I) — shuffled,
-augmented and batched by grain with a seed derived from (seed, epoch), so the
-batches of an epoch do not depend on whether the run was resumed.
-
-Batches are dicts of numpy arrays; ``merjax.train.sharding.shard_batch`` places
-them on the device mesh. In a multi-process run each process loads only its
-rows of every global batch.
+Samplers (``merjax.data.samplers``) then cut them into samples and
+``merjax.data.batches`` makes the dict batches the train step takes.
 """
 
 from __future__ import annotations
@@ -19,19 +13,14 @@ import dataclasses
 import json
 import os
 import shlex
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
-import grain
-import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from merjax.data import augment, clips, schema
+from merjax.data import schema
 from merjax.errors import UserError
-
-Batch = dict[str, np.ndarray]
-
 
 @dataclasses.dataclass(frozen=True)
 class ClipSet:
@@ -246,215 +235,3 @@ def concat_clip_sets(clip_sets: Sequence[ClipSet]) -> ClipSet:
            for field in ("labels", "subjects", "clip_ids", "fps", "apexes", "datasets", "action_units",
                          "objective_classes")},
     )
-
-
-# --------------------------------------------------------------------------- #
-# Training samples.
-# --------------------------------------------------------------------------- #
-
-def window_samples(clip_set: ClipSet, clip_indices: np.ndarray, size: int, stride: int,
-                   pad_short: bool) -> np.ndarray:
-    """Every sliding window of the given clips as rows (clip index, first frame) [n,2]."""
-    rows = []
-    for clip in clip_indices:
-        try:
-            indices, _ = clips.windows_with_mask(int(clip_set.lengths[clip]), size, stride, pad_short=pad_short)
-        except ValueError as error:
-            raise ValueError(f"clip {str(clip_set.clip_ids[clip])!r}: {error}") from error
-        rows.extend((int(clip), int(start)) for start in indices[:, 0])
-    return np.asarray(rows, np.int64).reshape(-1, 2)
-
-
-def frame_samples(clip_set: ClipSet, clip_indices: np.ndarray) -> np.ndarray:
-    """Every frame of the given clips as rows (clip index, frame) [n,2] — Exp-I's samples."""
-    rows = [(int(c), t) for c in clip_indices for t in range(int(clip_set.lengths[c]))]
-    return np.asarray(rows, np.int64).reshape(-1, 2)
-
-
-def sample_labels(clip_set: ClipSet, samples: np.ndarray) -> np.ndarray:
-    return clip_set.labels[samples[:, 0]]
-
-
-def window_indices(length: int, start: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frame indices and mask of a window; steps past the clip's end repeat its last frame, masked."""
-    steps = start + np.arange(size)
-    return np.minimum(steps, length - 1), steps < length
-
-
-@dataclasses.dataclass(frozen=True)
-class Augmentation:
-    """Clip-consistent random flip and small rotation (seed 001 §4.2)."""
-
-    flip_prob: float = 0.5
-    max_rotation: float = 10.0
-
-    def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.flip_prob <= 0 and self.max_rotation <= 0:
-            return frames
-        frames, _ = augment.random_flip_rotate(frames, rng, max_angle=self.max_rotation, flip_prob=self.flip_prob)
-        return frames
-
-
-class SampleLoader:
-    """Turns one (clip, start) row into an example dict; a grain random map.
-
-    With ``class_weights`` each example carries ``sample_weight`` =
-    class_weights[label], which the loss uses (weighted cross-entropy). With
-    ``variants`` (per clip [K,T,...], e.g. cached prefix features of K augmented
-    versions) each example reads one version drawn at random instead of
-    ``clip_set.frames``.
-    """
-
-    def __init__(self, clip_set: ClipSet, window_size: int | None, augmentation: Augmentation | None,
-                 class_weights: np.ndarray | None = None, variants: list[np.ndarray] | None = None):
-        if variants is not None and augmentation is not None:
-            raise ValueError("precomputed variants replace augmentation; pass one or the other")
-        self._clip_set = clip_set
-        self._window_size = window_size
-        self._augmentation = augmentation
-        self._class_weights = class_weights
-        self._variants = variants
-
-    def __call__(self, row: np.ndarray, rng: np.random.Generator) -> Batch:
-        example = self._load(row, rng)
-        if self._class_weights is not None:
-            example["sample_weight"] = np.float32(self._class_weights[example["label"]])
-        return example
-
-    def _clip_frames(self, clip: int, rng: np.random.Generator) -> np.ndarray:
-        if self._variants is None:
-            return self._clip_set.frames[clip]
-        versions = self._variants[clip]
-        return versions[rng.integers(len(versions))]
-
-    def _load(self, row: np.ndarray, rng: np.random.Generator) -> Batch:
-        clip, start = int(row[0]), int(row[1])
-        frames = self._clip_frames(clip, rng)
-        label = np.int32(self._clip_set.labels[clip])
-        if self._window_size is None:
-            image = np.asarray(frames[start])
-            if self._augmentation is not None:
-                image = self._augmentation(image[None], rng)[0]
-            return {"frames": image, "label": label}
-        indices, mask = window_indices(len(frames), start, self._window_size)
-        window = frames[indices]
-        if self._augmentation is not None:
-            window = self._augmentation(window, rng)
-        return {"frames": window, "mask": mask, "label": label}
-
-
-def stack(examples: list[Batch]) -> Batch:
-    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-def local_rows(global_batch_size: int) -> range:
-    """The rows of every global batch that this process loads."""
-    per_process = global_batch_size // jax.process_count()
-    start = jax.process_index() * per_process
-    return range(start, start + per_process)
-
-
-def train_batches(clip_set: ClipSet, samples: np.ndarray, *, batch_size: int, seed: int, epoch: int,
-                  window_size: int | None, augmentation: Augmentation | None,
-                  class_weights: np.ndarray | None = None, variants: list[np.ndarray] | None = None,
-                  num_threads: int = 2) -> grain.IterDataset:
-    """One epoch of shuffled, augmented training batches (the last partial batch is dropped).
-
-    Args:
-      samples: rows (clip index, first frame) from ``window_samples`` or ``frame_samples``.
-      batch_size: the global batch size.
-      window_size: frames per window, or None for single-frame samples.
-      class_weights: optional [C] weights, put in each example's ``sample_weight``.
-      variants: optional per-clip versions [K,T,...] to draw from (see ``SampleLoader``).
-    """
-    if len(samples) < batch_size:
-        raise ValueError(f"only {len(samples)} training samples for a batch of {batch_size}")
-    loaded = (grain.MapDataset.source(samples)
-              .shuffle(seed=epoch_seed(seed, epoch))
-              .random_map(SampleLoader(clip_set, window_size, augmentation, class_weights, variants),
-                          seed=epoch_seed(seed + 1, epoch)))
-    rows = local_rows(batch_size)
-    batches = grain.MapDataset.range(len(samples) // batch_size).map(
-        lambda b: stack([loaded[b * batch_size + r] for r in rows]))
-    return batches.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4))
-
-
-# --------------------------------------------------------------------------- #
-# Evaluation batches: whole clips.
-# --------------------------------------------------------------------------- #
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def clip_eval_batches(clip_set: ClipSet, clip_indices: np.ndarray, *, batch_size: int, window_size: int,
-                      stride: int, pad_short: bool, max_length: int) -> Iterator[tuple[Batch, np.ndarray]]:
-    """Whole clips padded to ``max_length`` frames with every sliding window of each.
-
-    Yields (this process's rows of the global batch, the global batch's clip
-    indices); padding slots have index -1 and sample_weight 0.
-    The model encodes each frame once and classifies every window; the clip's
-    prediction is the mean of its windows' log-probabilities.
-    """
-    num_windows = len(clips.windows_with_mask(max_length, window_size, stride, pad_short=pad_short)[0])
-    rows = list(local_rows(batch_size))
-    for begin in range(0, len(clip_indices), batch_size):
-        chunk = list(clip_indices[begin:begin + batch_size])
-        indices = np.full(batch_size, -1, np.int64)
-        indices[:len(chunk)] = chunk
-        example_frames = clip_set.frames[int(clip_indices[0])]
-        batch = {
-            "frames": np.zeros((batch_size, max_length, *example_frames.shape[1:]), example_frames.dtype),
-            "mask": np.zeros((batch_size, max_length), bool),
-            "windows": np.zeros((batch_size, num_windows, window_size), np.int32),
-            "window_mask": np.zeros((batch_size, num_windows), bool),
-            "label": np.zeros(batch_size, np.int32),
-            "sample_weight": np.zeros(batch_size, np.float32),
-        }
-        for slot, clip in enumerate(chunk):
-            frames = clip_set.frames[int(clip)]
-            if len(frames) > max_length:
-                raise ValueError(f"clip {str(clip_set.clip_ids[clip])!r} has {len(frames)} frames > max_length {max_length}")
-            windows, _ = clips.windows_with_mask(len(frames), window_size, stride, pad_short=pad_short)
-            batch["frames"][slot, :len(frames)] = frames
-            batch["mask"][slot, :len(frames)] = True
-            batch["windows"][slot, :len(windows)] = windows
-            batch["window_mask"][slot, :len(windows)] = True
-            batch["label"][slot] = clip_set.labels[clip]
-            batch["sample_weight"][slot] = 1.0
-        yield {k: v[rows] for k, v in batch.items()}, indices
-
-
-def frame_eval_batches(clip_set: ClipSet, clip_indices: np.ndarray, *,
-                       batch_size: int) -> Iterator[tuple[Batch, np.ndarray]]:
-    """Every frame of the clips as single-frame samples.
-
-    Yields (this process's rows of the global batch, the clip index of every
-    frame of the global batch, -1 for padding).
-    """
-    samples = frame_samples(clip_set, clip_indices)
-    rows = list(local_rows(batch_size))
-    for begin in range(0, len(samples), batch_size):
-        chunk = samples[begin:begin + batch_size]
-        indices = np.full(batch_size, -1, np.int64)
-        indices[:len(chunk)] = chunk[:, 0]
-        first = clip_set.frames[int(chunk[0, 0])]
-        batch = {
-            "frames": np.zeros((batch_size, *first.shape[1:]), first.dtype),
-            "label": np.zeros(batch_size, np.int32),
-            "sample_weight": np.zeros(batch_size, np.float32),
-        }
-        for slot, (clip, frame) in enumerate(chunk):
-            batch["frames"][slot] = clip_set.frames[int(clip)][int(frame)]
-            batch["label"][slot] = clip_set.labels[clip]
-            batch["sample_weight"][slot] = 1.0
-        yield {k: v[rows] for k, v in batch.items()}, indices
-
-
-def eval_length(clip_set: ClipSet, multiple: int = 8) -> int:
-    """One padded clip length for the whole dataset, so evaluation compiles once."""
-    return _round_up(int(clip_set.lengths.max()), multiple)

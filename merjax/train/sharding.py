@@ -9,7 +9,7 @@ of the global batch (``merjax.data.pipeline.local_rows``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -41,10 +41,11 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
             f"use a multiple of {mesh.size}")
 
 
-def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Places this process's part of a batch on the mesh as global arrays split along axis 0."""
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+    """Places this process's part of a batch (a nested dict of arrays) on the mesh as global arrays split along
+    axis 0."""
     sharding = batch_sharded(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+    return jax.tree.map(lambda leaf: jax.make_array_from_process_local_data(sharding, np.asarray(leaf)), batch)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

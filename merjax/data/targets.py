@@ -1,0 +1,49 @@
+"""Training targets by name: what a model is trained to predict for each clip.
+
+A target maps a clip set to one value per clip ([num_clips] class indices, or
+[num_clips, K] for K columns, e.g. one class per face region) and its number of
+classes. ``label`` is the clip's class; method issues add theirs (seed 002's
+region targets with a "not me" class) by registering a function here.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from merjax.data.pipeline import ClipSet
+from merjax.errors import UserError
+
+TargetFn = Callable[[ClipSet], tuple[np.ndarray, int]]
+TARGETS: dict[str, TargetFn] = {}
+
+
+def target(name: str) -> Callable[[TargetFn], TargetFn]:
+    """Registers ``fn(clip_set) -> (values per clip, num_classes)`` as target ``name``."""
+    def register(fn: TargetFn) -> TargetFn:
+        TARGETS[name] = fn
+        return fn
+    return register
+
+
+@target("label")
+def clip_label(clip_set: ClipSet) -> tuple[np.ndarray, int]:
+    """The clip's class in the dataset's class set."""
+    return clip_set.labels.astype(np.int32), clip_set.num_classes
+
+
+def clip_targets(names: tuple[str, ...], clip_set: ClipSet) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The values per clip and the class counts of the named targets.
+
+    Raises:
+      UserError: for an unknown target, naming ``--config.targets`` and the choices.
+    """
+    unknown = [name for name in names if name not in TARGETS]
+    if unknown:
+        raise UserError(f"unknown target(s) {unknown} (--config.targets); choose from {sorted(TARGETS)}")
+    values: dict[str, np.ndarray] = {}
+    classes: Mapping[str, int] = {}
+    for name in names:
+        values[name], classes[name] = TARGETS[name](clip_set)
+    return values, dict(classes)
