@@ -85,19 +85,70 @@ def test_rotate_clip_and_landmarks_follow_the_pixels():
 
 def test_random_flip_rotate_applies_one_transform_to_the_whole_clip():
     frames = np.repeat(random_clip(3)[0][:1], 4, axis=0)
-    out, landmarks = augment.random_flip_rotate(frames, np.random.default_rng(0), max_angle=10.0)
-    assert landmarks is None
-    for frame in out[1:]:
-        np.testing.assert_array_equal(frame, out[0])
+    out = augment.random_flip_rotate_streams({"frames": frames}, np.random.default_rng(0), max_angle=10.0)
+    assert not np.array_equal(out["frames"][0], frames[0])
+    for frame in out["frames"][1:]:
+        np.testing.assert_array_equal(frame, out["frames"][0])
 
 
 def test_random_flip_rotate_certain_flip_without_rotation_is_hflip():
     frames, landmarks = random_clip(4)
-    out, out_landmarks = augment.random_flip_rotate(
-        frames, np.random.default_rng(0), max_angle=0.0, flip_prob=1.0, landmarks=landmarks)
+    out = augment.random_flip_rotate_streams({"frames": frames, "landmarks": landmarks}, np.random.default_rng(0),
+                                             max_angle=0.0, flip_prob=1.0)
     expected, expected_landmarks = augment.hflip(frames, landmarks)
-    np.testing.assert_array_equal(out, expected)
-    np.testing.assert_allclose(out_landmarks, expected_landmarks, atol=1e-4)
+    np.testing.assert_array_equal(out["frames"], expected)
+    np.testing.assert_allclose(out["landmarks"], expected_landmarks, atol=1e-4)
+
+
+def _sample_with_regions(seed: int = 5):
+    frames, landmarks = random_clip(seed, frames=2, height=12, width=16)
+    rng = np.random.default_rng(seed + 1)
+    return {"frames": frames, "landmarks": landmarks,
+            "region_left_eye": rng.integers(0, 256, (2, 4, 6, 3), dtype=np.uint8),
+            "region_right_eye": rng.integers(0, 256, (2, 4, 6, 3), dtype=np.uint8),
+            "region_mouth": rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)}
+
+
+PAIRS = (("region_left_eye", "region_right_eye"), ("region_left_brow", "region_right_brow"))
+
+
+def test_flip_swaps_mirror_pairs_mirrors_every_stream_and_twice_is_identity():
+    sample = _sample_with_regions()
+    flipped = augment.flip_streams(sample, PAIRS)          # the brow pair is absent from the sample: skipped
+    assert list(flipped) == list(sample)
+    np.testing.assert_array_equal(flipped["region_left_eye"], sample["region_right_eye"][:, :, ::-1])
+    np.testing.assert_array_equal(flipped["region_right_eye"], sample["region_left_eye"][:, :, ::-1])
+    np.testing.assert_array_equal(flipped["region_mouth"], sample["region_mouth"][:, :, ::-1])
+    np.testing.assert_array_equal(flipped["frames"], sample["frames"][:, :, ::-1])
+    np.testing.assert_allclose(flipped["landmarks"][:, 36, 0], 15 - sample["landmarks"][:, 45, 0])
+    twice = augment.flip_streams(flipped, PAIRS)
+    for name, array in sample.items():
+        np.testing.assert_allclose(twice[name], array, atol=1e-5, err_msg=name)
+
+
+def test_one_draw_serves_every_stream_each_rotated_about_its_own_centre():
+    sample = _sample_with_regions()
+    out = augment.random_flip_rotate_streams(sample, np.random.default_rng(3), max_angle=20.0, flip_prob=1.0,
+                                             mirror_pairs=PAIRS)
+    draw = np.random.default_rng(3)
+    assert draw.random() < 1.0
+    angle = draw.uniform(-20.0, 20.0)
+    expected = augment.rotate_streams(augment.flip_streams(sample, PAIRS), angle)
+    for name in sample:
+        np.testing.assert_allclose(out[name], expected[name], err_msg=name)
+    np.testing.assert_array_equal(out["region_mouth"], augment.rotate(sample["region_mouth"][:, :, ::-1], angle)[0])
+    flipped_frames, flipped_points = augment.hflip(sample["frames"], sample["landmarks"])
+    np.testing.assert_allclose(out["landmarks"], augment.rotate(flipped_frames, angle, flipped_points)[1], atol=1e-4)
+
+
+def test_flip_refuses_a_half_present_pair_or_pairs_of_other_shapes():
+    sample = _sample_with_regions()
+    with pytest.raises(ValueError, match="region_left_eye.*not its partner"):
+        augment.flip_streams({k: v for k, v in sample.items() if k != "region_right_eye"}, PAIRS)
+    with pytest.raises(ValueError, match="must agree"):
+        augment.flip_streams(sample, [("region_left_eye", "region_mouth")])
+    with pytest.raises(ValueError, match="lacks"):
+        augment.flip_streams({"landmarks": sample["landmarks"]})
 
 
 def test_per_class_counts():

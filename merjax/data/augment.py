@@ -6,8 +6,10 @@ multipliers that bring every class to about the same number of samples
 (about 15000 frames each in Table 1). A clip is transformed as a whole (the
 same flip and angle for every frame) so that motion between frames, the
 micro-expression signal, is untouched; landmarks follow the pixels so that
-regions of interest stay on the face. Augmentation runs inside each training
-fold only (§4.6).
+regions of interest stay on the face. A sample with several image streams
+(the frames and region crops of seed 002) gets one draw for all of them, and a
+flip swaps the streams of mirrored regions (left eye <-> right eye).
+Augmentation runs inside each training fold only (§4.6).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import cv2
 import numpy as np
 
 NUM_LANDMARKS = 68
+LANDMARKS = "landmarks"    # the entry of a sample's streams holding landmarks, pixel coordinates of "frames"
 
 
 def _ibug68_mirror_permutation() -> np.ndarray:
@@ -54,10 +57,15 @@ def hflip(
     flipped = frames[..., ::-1, :].copy()
     if landmarks is None:
         return flipped, None
+    return flipped, mirror_landmarks(landmarks, frames.shape[-2])
+
+
+def mirror_landmarks(landmarks: np.ndarray, width: int) -> np.ndarray:
+    """Landmarks [..., 68, 2] of an image ``width`` pixels wide, after a left-right flip of the image."""
     points = _checked_landmarks(landmarks)
     mirrored = points.copy()
-    mirrored[..., 0] = frames.shape[-2] - 1 - points[..., 0]
-    return flipped, mirrored[..., IBUG68_MIRROR, :]
+    mirrored[..., 0] = width - 1 - points[..., 0]
+    return mirrored[..., IBUG68_MIRROR, :]
 
 
 def rotation_matrix(angle_degrees: float, height: int, width: int) -> np.ndarray:
@@ -90,21 +98,84 @@ def rotate(
     ]).reshape(frames.shape)
     if landmarks is None:
         return rotated, None
+    return rotated, rotate_landmarks(landmarks, angle_degrees, height, width)
+
+
+def rotate_landmarks(landmarks: np.ndarray, angle_degrees: float, height: int, width: int) -> np.ndarray:
+    """Landmarks [..., 68, 2] of a ``height`` x ``width`` image, after ``rotate`` turned the image."""
     points = _checked_landmarks(landmarks)
-    moved = points @ matrix[:, :2].T.astype(points.dtype) + matrix[:, 2].astype(points.dtype)
-    return rotated, moved
+    matrix = rotation_matrix(angle_degrees, height, width)
+    return points @ matrix[:, :2].T.astype(points.dtype) + matrix[:, 2].astype(points.dtype)
 
 
-def random_flip_rotate(
-    frames: np.ndarray,
+def _partners(streams: Mapping[str, np.ndarray], mirror_pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Stream -> the stream it turns into under a flip, for the pairs present in ``streams``."""
+    partner: dict[str, str] = {}
+    for left, right in mirror_pairs:
+        present = [name for name in (left, right) if name in streams]
+        if len(present) == 1:
+            raise ValueError(f"mirror pair ({left!r}, {right!r}): the sample has {present[0]!r} but not its partner")
+        if present and streams[left].shape != streams[right].shape:
+            raise ValueError(f"mirror pair ({left!r}, {right!r}) has shapes {streams[left].shape} and "
+                             f"{streams[right].shape}; a flip swaps them, so they must agree")
+        if present:
+            partner[left], partner[right] = right, left
+    return partner
+
+
+def _frames_size(streams: Mapping[str, np.ndarray]) -> tuple[int, int]:
+    """(height, width) of the ``frames`` stream, whose pixel coordinates the landmarks are."""
+    if "frames" not in streams:
+        raise ValueError(f"{LANDMARKS!r} are pixel coordinates of 'frames', which the sample lacks")
+    height, width = np.shape(streams["frames"])[-3:-1]
+    return int(height), int(width)
+
+
+def flip_streams(streams: Mapping[str, np.ndarray],
+                 mirror_pairs: Sequence[tuple[str, str]] = ()) -> dict[str, np.ndarray]:
+    """Mirrors every image stream of a sample left-right and swaps the streams of each mirror pair.
+
+    A mirrored face has its left eye where its right eye was: the crop of the
+    left-eye region, mirrored, is the right-eye region of the mirrored face, so
+    the two streams of a pair (e.g. ``region_left_eye``, ``region_right_eye``)
+    trade places. An entry ``landmarks`` ([..., 68, 2], pixel coordinates of
+    ``frames``) is mirrored and renumbered (``IBUG68_MIRROR``).
+
+    Args:
+      streams: image streams [..., H, W, C] by name, and optionally ``landmarks``.
+      mirror_pairs: (left, right) stream names; a pair absent from ``streams`` is skipped.
+    """
+    partner = _partners(streams, mirror_pairs)
+    flipped = {partner.get(name, name): hflip(array)[0] for name, array in streams.items() if name != LANDMARKS}
+    if LANDMARKS in streams:
+        flipped[LANDMARKS] = mirror_landmarks(streams[LANDMARKS], _frames_size(streams)[1])
+    return {name: flipped[name] for name in streams}
+
+
+def rotate_streams(streams: Mapping[str, np.ndarray], angle_degrees: float) -> dict[str, np.ndarray]:
+    """Rotates every image stream of a sample by ``angle_degrees``, each about its own centre.
+
+    An entry ``landmarks`` follows the rotation of ``frames``.
+    """
+    rotated = {name: rotate(array, angle_degrees)[0] for name, array in streams.items() if name != LANDMARKS}
+    if LANDMARKS in streams:
+        rotated[LANDMARKS] = rotate_landmarks(streams[LANDMARKS], angle_degrees, *_frames_size(streams))
+    return {name: rotated[name] for name in streams}
+
+
+def random_flip_rotate_streams(
+    streams: Mapping[str, np.ndarray],
     rng: np.random.Generator,
+    *,
     max_angle: float = 10.0,
     flip_prob: float = 0.5,
-    landmarks: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Flips with probability ``flip_prob``, then rotates by an angle uniform in [-max_angle, max_angle].
+    mirror_pairs: Sequence[tuple[str, str]] = (),
+) -> dict[str, np.ndarray]:
+    """Flips with probability ``flip_prob`` (``flip_streams``), then rotates by an angle uniform in
+    [-max_angle, max_angle] (``rotate_streams``).
 
-    One flip decision and one angle serve every frame of the clip.
+    One flip decision and one angle serve every stream and every frame of the
+    sample, so motion between frames and the geometry between streams are kept.
     """
     if not 0.0 <= flip_prob <= 1.0:
         raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
@@ -112,9 +183,8 @@ def random_flip_rotate(
         raise ValueError(f"max_angle must be >= 0, got {max_angle}")
     flip = rng.random() < flip_prob
     angle = rng.uniform(-max_angle, max_angle)
-    if flip:
-        frames, landmarks = hflip(frames, landmarks)
-    return rotate(frames, angle, landmarks)
+    out = flip_streams(streams, mirror_pairs) if flip else dict(streams)
+    return rotate_streams(out, angle) if angle else out
 
 
 def per_class_counts(labels: np.ndarray | Sequence[int], num_classes: int) -> np.ndarray:
