@@ -1,21 +1,27 @@
-"""Subject-wise cross-validation of a frame or clip classifier: the engine of seed 001's experiments.
+"""The experiment engine: a run's stages trained and tested over the folds of a protocol.
 
-For each fold: training samples (sliding windows of N frames, or single frames
-for Exp-I) from the training subjects, optionally resampled to a target count
-per class (seed 001 Table 1); a model trained for a fixed schedule with an
-orbax checkpoint per epoch (an interrupted run resumes); validation on held-out
-*training* subjects only; then one prediction per test clip. Metrics are pooled
-over folds, after checking that the folds test every clip exactly once.
+A run loads its data once (built on first use, resized, clip operations
+applied and cached), cuts it into folds (``merjax.data.protocols``) and runs
+its stages (``experiments/stages.py``). A stage is a sampler, a model, a loss,
+an optimiser and schedule: per fold, the sampler's training samples from the
+training subjects (optionally class-balanced), a model trained for a fixed
+schedule with an orbax checkpoint per epoch (an interrupted run resumes),
+validation on held-out *training* subjects only, then one prediction per test
+clip. Metrics of the last stage are pooled over folds, after checking that the
+folds test every clip exactly once. Nothing here depends on which model,
+sampler or loss a stage uses: those are names in the config.
 
-Nothing computed for another configuration is reused: each fold's folder holds
-a stamp (the config, a digest of the clips as loaded, the fold's members) and
-its checkpoints and ``result.json`` are reused only under an equal stamp.
+Nothing computed for another configuration is reused: each fold's (stage's)
+folder holds a stamp (the config, a digest of the clips as loaded, the fold's
+members, the earlier stage it starts from) and its checkpoints and
+``result.json`` are reused only under an equal stamp.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -26,25 +32,32 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+import flax.serialization
+
 from datasets.build import ensure_all_built
 from datasets.core.builder import read_build_report, report_lines
 from experiments import layer_choice, provenance, report
+from experiments import stages as stages_lib
 from experiments import workdir as workdir_lib
 from experiments.configs.validate import validate
 from merjax import files, stamps
-from merjax.data import augment, pipeline, protocols
+from merjax.data import augment, batches, clip_ops, pipeline, protocols, samplers
+from merjax.data import targets as targets_lib
 from merjax.data.pipeline import ClipSet
 from merjax.errors import UserError
-from merjax.models import create_model
+from merjax.models import registry
+from merjax.rng import derived_seed
 from merjax.train import distributed, evaluate, losses, metrics, optim, prefix_cache, sharding, steps
 from merjax.train.loop import fit
 from merjax.train.state import create_train_state, init_variables
-from merjax.weights.backbone import with_vggface2_backbone
 
 
-PROTOCOLS = ("kfold_by_subject", "loso", "composite_loso", "cross_database")
-STAMP_FILE = "stamp.json"     # in each fold's folder: what its checkpoints and result were computed from
+PROTOCOLS = ("kfold_by_subject", "loso", "composite_loso", "cross_database", "kfold_by_sample")
+# Protocols whose folds never put one subject on two sides; every output of the others says so.
+SUBJECT_INDEPENDENT = frozenset(PROTOCOLS) - {"kfold_by_sample"}
+STAMP_FILE = "stamp.json"     # in each fold's (stage's) folder: what its checkpoints and result were computed from
 RESULT_FILE = "result.json"
+VARIABLES_FILE = "variables.msgpack"   # a stage's final variables, when a later stage starts from them
 logger = logging.getLogger(__name__)
 
 
@@ -98,6 +111,10 @@ def make_folds(config: ml_collections.ConfigDict, clip_set: ClipSet) -> list[pro
             return protocols.kfold_by_subject(subjects, clip_set.labels, protocol.k, config.seed, **common)
         if kind == "loso":
             return protocols.loso(clip_set.subjects, clip_set.labels, seed=config.seed, **common)
+        if kind == "kfold_by_sample":   # seed 003's protocol: NOT subject-independent (reports say so)
+            return protocols.kfold_by_sample(clip_set.labels, protocol.k, config.seed,
+                                             val_fraction=protocol.val_fraction if config.train.select else 0.0,
+                                             class_names=clip_set.class_names)
         if kind == "composite_loso":
             return protocols.composite_loso(clip_set.datasets, clip_set.subjects, clip_set.labels, seed=config.seed,
                                             **common)
@@ -105,150 +122,146 @@ def make_folds(config: ml_collections.ConfigDict, clip_set: ClipSet) -> list[pro
                                          train=protocol.train, test=protocol.test, seed=config.seed, **common)]
     except UserError as error:
         keys = {"kfold_by_subject": "--config.protocol.k, --config.protocol.val_subjects or --config.seed",
+                "kfold_by_sample": "--config.protocol.k, --config.protocol.val_fraction or --config.seed",
                 "cross_database": "--config.protocol.train/test or --config.protocol.val_subjects"}
         raise UserError(f"{clip_set.name}, --config.protocol.kind={kind}: {error}; the keys to change: "
                         f"{keys.get(kind, '--config.protocol.val_subjects or --config.seed')}") from error
 
 
-def training_samples(config: ml_collections.ConfigDict, clip_set: ClipSet, clip_indices: np.ndarray,
-                     seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Training samples of a fold and a record of how they were made (counts per class, padding)."""
-    is_clip_model = config.model.kind == "clip"
-    if is_clip_model:
-        samples = pipeline.window_samples(clip_set, clip_indices, config.data.window,
-                                          config.data.train_stride, config.data.pad_short)
-    else:
-        samples = pipeline.frame_samples(clip_set, clip_indices)
-    labels = pipeline.sample_labels(clip_set, samples)
-    original = augment.per_class_counts(labels, clip_set.num_classes)
-    record: dict[str, Any] = {
-        "clips": int(len(clip_indices)),
-        "samples_per_class": dict(zip(clip_set.class_names, original.tolist())),
-    }
-    if is_clip_model:
-        record["padded_short_clips"] = int(np.sum(clip_set.lengths[clip_indices] < config.data.window))
-    if config.data.balance_per_class:
-        chosen = augment.balanced_resample(labels, config.data.balance_per_class,
-                                           np.random.default_rng(seed), num_classes=clip_set.num_classes)
-        samples = samples[chosen]
-        multipliers = augment.balanced_multipliers(original.tolist(), config.data.balance_per_class)
-        record["multipliers"] = {clip_set.class_names[c]: round(m, 3) for c, m in multipliers.items()}
-        record["balanced_samples_per_class"] = dict(zip(
-            clip_set.class_names, augment.per_class_counts(labels[chosen], clip_set.num_classes).tolist()))
-    return samples, record
-
-
-def eval_batches(config: ml_collections.ConfigDict, clip_set: ClipSet, clip_indices: np.ndarray, max_length: int):
-    if config.model.kind == "clip":
-        return pipeline.clip_eval_batches(
-            clip_set, clip_indices, batch_size=config.train.eval_batch_size, window_size=config.data.window,
-            stride=config.data.eval_stride, pad_short=config.data.pad_short, max_length=max_length)
-    return pipeline.frame_eval_batches(clip_set, clip_indices, batch_size=config.train.eval_batch_size)
-
-
-def predict_clips(eval_step, state, config, clip_set, clip_indices, mesh, max_length) -> dict[str, Any]:
-    """Predictions for whole clips (and, for frame models, for every frame)."""
-    indices, log_probs = evaluate.predict(
-        eval_step, state, eval_batches(config, clip_set, clip_indices, max_length), mesh)
-    result: dict[str, Any] = {}
-    if config.model.kind == "frame":
-        frame_labels = clip_set.labels[indices]
-        result["frame_level"] = metrics.classification_metrics(
-            frame_labels, log_probs.argmax(-1), clip_set.num_classes)
-        result["frame_labels"] = frame_labels.tolist()
-        result["frame_predictions"] = log_probs.argmax(-1).tolist()
-    clip_indices_seen, clip_log_probs = evaluate.mean_by_group(indices, log_probs)
-    labels = clip_set.labels[clip_indices_seen]
-    result.update(
-        clips=clip_set.clip_ids[clip_indices_seen].tolist(),
-        labels=labels.tolist(),
-        predictions=clip_log_probs.argmax(-1).tolist(),
-        log_probs=np.round(clip_log_probs, 5).tolist(),
-        loss=evaluate.nll(clip_log_probs, labels),
-    )
-    return result
-
-
 @dataclasses.dataclass
-class Compiled:
-    """What every fold of a run shares, so that the run compiles once.
+class StageSetup:
+    """What the folds of one stage share: the model, sampler, targets, bound steps and inputs.
 
-    All folds start from the same initial variables (as fine-tuning from
-    published weights would); optimisers are reused for equal epoch lengths
-    (equal with class balancing), so the jitted steps see one state structure.
     With a frozen, cached prefix (``train.freeze_until``, ``train.cache_prefix``)
-    ``model`` is the trainable suffix and ``inputs`` holds the cached features the
-    steps consume; otherwise ``inputs`` is the clip set itself.
+    ``model`` is the trainable suffix, ``inputs`` the clip set of cached
+    features (stream ``features``) and ``sampler`` reads them; otherwise
+    ``inputs`` is the clip set itself. ``variables`` are the stage's initial
+    variables (shared by every fold, or one fold's when it starts from that
+    fold's earlier stage).
     """
 
+    config: ml_collections.ConfigDict
     model: Any
+    sampler: samplers.Sampler
     variables: Any
     mesh: Any
     train_step: Any
     eval_step: Any
     inputs: ClipSet
-    cache: prefix_cache.PrefixCache | None = None
+    targets: dict[str, np.ndarray]      # per target, its value for every clip
+    classes: dict[str, int]             # per target, its number of classes
     frozen: Any = None
     frozen_prefix: dict[str, Any] | None = None   # what was frozen and cached, for the report
-    optimizers: dict[int, Any] = dataclasses.field(default_factory=dict)
 
-    def optimizer(self, train_config: ml_collections.ConfigDict, steps_per_epoch: int):
-        if steps_per_epoch not in self.optimizers:
-            self.optimizers[steps_per_epoch] = optim.make_optimizer(train_config, steps_per_epoch, self.frozen)
-        return self.optimizers[steps_per_epoch]
+    def optimizer(self) -> Any:
+        return optim.make_optimizer(self.config.train, frozen=self.frozen)
 
 
-def example_batch(config: ml_collections.ConfigDict, clip_set: ClipSet) -> dict[str, np.ndarray]:
-    """Zeros shaped like one training batch, to initialise the model."""
-    size, batch = config.data.image_size, config.train.batch_size
-    if config.model.kind == "frame":
-        return {"frames": np.zeros((batch, size, size, 3), np.uint8)}
-    return {"frames": np.zeros((batch, config.data.window, size, size, 3), np.uint8),
-            "mask": np.ones((batch, config.data.window), bool)}
+def augmentation(config: ml_collections.ConfigDict) -> batches.Augmentation | None:
+    """The training augmentation of ``config.augment`` (None when it does nothing)."""
+    augment = batches.Augmentation(config.augment.flip_prob, config.augment.max_rotation,
+                                   mirror_pairs=clip_ops.mirror_pairs(tuple(config.data.clip_ops)))
+    return augment if augment.active else None
 
 
-def initial_variables(config: ml_collections.ConfigDict, model: Any, clip_set: ClipSet) -> Any:
-    """Random initial variables, with the backbone from ``model.weights`` when a file is given."""
-    variables = init_variables(model, example_batch(config, clip_set), jax.random.key(config.seed))
+def example_inputs(config: ml_collections.ConfigDict, sampler: samplers.Sampler, clip_set: ClipSet) -> dict[str, Any]:
+    """Model inputs shaped like one training batch (the first training sample repeated), to initialise the model."""
+    row = sampler.train_rows(clip_set, np.arange(1))[0]
+    sample = sampler.load_train(clip_set, row, np.random.default_rng(0))
+    return batches.stack([sample] * config.train.batch_size)
+
+
+def initial_variables(config: ml_collections.ConfigDict, model: Any, sampler: samplers.Sampler,
+                      clip_set: ClipSet) -> Any:
+    """Random initial variables, with the backbone's pretrained weights when ``model.weights`` names a file."""
+    variables = init_variables(model, example_inputs(config, sampler, clip_set), jax.random.key(config.seed))
     if config.model.weights:
-        variables = with_vggface2_backbone(variables, config.model.weights,
-                                           se=bool(config.model.backbone.get("se_reduction", 0)))
+        variables = registry.import_backbone_weights(config.model, variables, config.model.weights)
     return variables
 
 
-def compile_run(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: str | None = None) -> Compiled:
-    """The model, initial variables, jitted steps and (with a frozen prefix) the feature cache of a run."""
+_BOUND_STEPS: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+
+def bound_steps(config: ml_collections.ConfigDict, mesh: Any) -> tuple[Any, Any]:
+    """The jitted train step with the loss of ``config.loss`` bound in, and the eval step; one pair per loss
+    and mesh, so that every fold and stage with that loss reuses one compiled program per model shape."""
+    key = (repr(config.loss.to_dict()), mesh)
+    if key not in _BOUND_STEPS:
+        objective = losses.make_loss(config.loss)
+        _BOUND_STEPS[key] = (sharding.jit_train_step(functools.partial(steps.train_step, objective=objective), mesh),
+                             sharding.jit_eval_step(steps.eval_step, mesh))
+    return _BOUND_STEPS[key]
+
+
+def setup_stage(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: str | None = None,
+                variables: Any = None) -> StageSetup:
+    """The model, sampler, targets, initial variables (``variables`` or fresh), bound steps and (with a frozen
+    prefix) the feature cache of a stage."""
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.train.batch_size, mesh)
     sharding.check_batch_size(config.train.eval_batch_size, mesh)
     freeze_until = config.train.freeze_until or None
-    model = create_model(config.model, clip_set.num_classes, frozen_until=freeze_until)
-    variables = initial_variables(config, model, clip_set)
-    compiled = Compiled(model=model, variables=variables, mesh=mesh,
-                        train_step=sharding.jit_train_step(steps.train_step, mesh),
-                        eval_step=sharding.jit_eval_step(steps.eval_step, mesh), inputs=clip_set)
+    targets, classes = targets_lib.clip_targets(tuple(config.targets), clip_set)
+    model = registry.create_model(config.model, classes[steps.MAIN_TARGET], frozen_until=freeze_until)
+    sampler = samplers.create_sampler(config.sampler, augment=augmentation(config))
+    sampler.check(clip_set)
+    if variables is None:
+        variables = initial_variables(config, model, sampler, clip_set)
+    train_step, eval_step = bound_steps(config, mesh)
+    setup = StageSetup(config=config, model=model, sampler=sampler, variables=variables, mesh=mesh,
+                       train_step=train_step, eval_step=eval_step, inputs=clip_set, targets=targets, classes=classes)
     if freeze_until is None:
-        return compiled
-    compiled.frozen = optim.frozen_mask(variables["params"], freeze_until, model.backbone.endpoint_names)
-    compiled.frozen_prefix = {"freeze_until": freeze_until, "cached": bool(config.train.cache_prefix)}
-    if config.train.cache_prefix:
-        started = time.perf_counter()
-        # A disk cache is one set of files in the workdir: process 0 writes it, the others then reuse it.
-        with distributed.process_zero_first(f"prefix cache {freeze_until}"):
-            compiled.cache = prefix_cache.build_prefix_cache(
-                model.backbone, {k: v["backbone"] for k, v in variables.items()}, clip_set, freeze_until,
-                batch_size=config.train.cache_batch_frames,
-                variants=config.train.cache_variants,
-                augmentation=pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation),
-                seed=config.seed, dtype=np.dtype(config.train.cache_dtype),
-                max_memory_bytes=int(config.train.cache_memory_gb * 2**30),
-                directory=os.path.join(workdir, f"prefix_cache_{freeze_until}") if workdir else None,
-                progress=tqdm)
-        compiled.model = create_model(config.model, clip_set.num_classes, frozen_until=freeze_until,
-                                      input_endpoint=freeze_until)
-        compiled.inputs = compiled.cache.clip_set
-        compiled.frozen_prefix.update(compiled.cache.describe(), build_seconds=round(time.perf_counter() - started, 2))
-    return compiled
+        return setup
+    setup.frozen = optim.frozen_mask(variables["params"], freeze_until, model.backbone)
+    setup.frozen_prefix = {"freeze_until": freeze_until, "cached": bool(config.train.cache_prefix)}
+    if not config.train.cache_prefix:
+        return setup
+    if tuple(config.sampler.streams) != ("frames",):
+        raise UserError(f"--config.train.cache_prefix caches the backbone on the 'frames' stream, but the sampler "
+                        f"reads {tuple(config.sampler.streams)}: set --config.train.cache_prefix=False")
+    started = time.perf_counter()
+    # A disk cache is one set of files in the workdir: process 0 writes it, the others then reuse it.
+    with distributed.process_zero_first(f"prefix cache {freeze_until}"):
+        cache = prefix_cache.build_prefix_cache(
+            model, variables, clip_set, freeze_until,
+            batch_size=config.train.cache_batch_frames,
+            variants=config.train.cache_variants,
+            augmentation=augmentation(config),
+            seed=config.seed, dtype=np.dtype(config.train.cache_dtype),
+            max_memory_bytes=int(config.train.cache_memory_gb * 2**30),
+            directory=os.path.join(workdir, f"prefix_cache_{freeze_until}") if workdir else None,
+            progress=tqdm)
+    setup.model = registry.create_model(config.model, classes[steps.MAIN_TARGET], frozen_until=freeze_until,
+                                        input_endpoint=freeze_until)
+    setup.inputs = cache.clip_set
+    setup.sampler = sampler.reading(("features",), augment=None)
+    setup.frozen_prefix.update(cache.describe(), build_seconds=round(time.perf_counter() - started, 2))
+    return setup
+
+
+def training_samples(setup: StageSetup, clip_indices: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Training samples of a fold (the sampler's rows, optionally class-balanced) and a record of how they were
+    made (counts per class, multipliers, padding)."""
+    config, clip_set = setup.config, setup.inputs
+    rows = setup.sampler.train_rows(clip_set, clip_indices)
+    labels = setup.targets[steps.MAIN_TARGET][rows[:, 0]]
+    original = augment.per_class_counts(labels, clip_set.num_classes)
+    record: dict[str, Any] = {
+        "clips": int(len(clip_indices)),
+        "samples_per_class": dict(zip(clip_set.class_names, original.tolist())),
+        **setup.sampler.describe(clip_set, clip_indices),
+    }
+    balance = config.sampler.balance_per_class
+    if balance:
+        chosen = augment.balanced_resample(labels, balance, np.random.default_rng(seed),
+                                           num_classes=clip_set.num_classes)
+        rows = rows[chosen]
+        multipliers = augment.balanced_multipliers(original.tolist(), balance)
+        record["multipliers"] = {clip_set.class_names[c]: round(m, 3) for c, m in multipliers.items()}
+        record["balanced_samples_per_class"] = dict(zip(
+            clip_set.class_names, augment.per_class_counts(labels[chosen], clip_set.num_classes).tolist()))
+    return rows, record
 
 
 @dataclasses.dataclass
@@ -261,45 +274,75 @@ class Training:
     record: dict[str, Any]
 
 
-def prepare_training(config: ml_collections.ConfigDict, clip_set: ClipSet, clip_indices: np.ndarray, seed: int,
-                     compiled: Compiled) -> Training:
-    """Samples, class weights, batches and the replicated initial state for training on ``clip_indices``."""
-    samples, record = training_samples(config, clip_set, clip_indices, seed)
-    window = config.data.window if config.model.kind == "clip" else None
-    inputs, cache = compiled.inputs, compiled.cache
-    augmentation = None if cache else pipeline.Augmentation(config.data.flip_prob, config.data.max_rotation)
-    class_weights = None
-    if config.train.class_weights:
-        counts = augment.per_class_counts(pipeline.sample_labels(clip_set, samples), clip_set.num_classes)
-        class_weights = losses.inverse_frequency_weights(counts)
-        record["class_weights"] = dict(zip(clip_set.class_names, np.round(class_weights, 4).tolist()))
+def prepare_training(setup: StageSetup, clip_indices: np.ndarray, seed: int, variables: Any = None) -> Training:
+    """Samples, class weights, batches and the replicated initial state (``variables`` or the stage's) for
+    training on ``clip_indices``."""
+    config = setup.config
+    rows, record = training_samples(setup, clip_indices, seed)
+    weight_tables: dict[str, np.ndarray] = {}
+    if config.loss.class_weights:
+        # From the fold's training samples only: no test subject in the class weights (or focal α).
+        for name, values in setup.targets.items():
+            weight_tables[name] = losses.class_weights(values[rows[:, 0]], setup.classes[name])
+        record["class_weights"] = dict(zip(setup.inputs.class_names,
+                                           np.round(weight_tables[steps.MAIN_TARGET], 4).tolist()))
 
-    def batches(epoch: int):
-        return pipeline.train_batches(inputs, samples, batch_size=config.train.batch_size, seed=seed,
-                                      epoch=epoch, window_size=window, augmentation=augmentation,
-                                      class_weights=class_weights, num_threads=config.data.num_threads,
-                                      variants=cache.variants if cache else None)
+    def epoch_batches(epoch: int):
+        return batches.train_batches(setup.sampler, setup.inputs, rows, setup.targets, weight_tables=weight_tables,
+                                     batch_size=config.train.batch_size, seed=seed, epoch=epoch,
+                                     num_threads=config.data.num_threads)
 
-    steps_per_epoch = len(samples) // config.train.batch_size
+    steps_per_epoch = len(rows) // config.train.batch_size
     if steps_per_epoch == 0:
-        raise UserError(f"only {len(samples)} training samples for --config.train.batch_size="
-                        f"{config.train.batch_size}: lower the batch size (or raise data.balance_per_class)")
-    state = create_train_state(compiled.model, compiled.variables,
-                               compiled.optimizer(config.train, steps_per_epoch), jax.random.key(seed))
-    return Training(state=sharding.replicate(state, compiled.mesh), batches=batches,
+        raise UserError(f"only {len(rows)} training samples for --config.train.batch_size="
+                        f"{config.train.batch_size}: lower the batch size (or raise sampler.balance_per_class)")
+    state = create_train_state(setup.model, setup.variables if variables is None else variables,
+                               setup.optimizer(), jax.random.key(seed), steps_per_epoch=steps_per_epoch,
+                               learning_rate_fn=optim.learning_rate_schedule(config.train))
+    return Training(state=sharding.replicate(state, setup.mesh), batches=epoch_batches,
                     steps_per_epoch=steps_per_epoch, record=record)
 
 
+def predict_clips(setup: StageSetup, state: Any, clip_indices: np.ndarray) -> dict[str, Any]:
+    """One prediction per clip (the mean log-probabilities of its evaluation samples) and, for samplers of
+    samples smaller than a clip (frames), the metrics of every sample."""
+    clip_set = setup.inputs
+    groups, log_probs = evaluate.predict(
+        setup.eval_step, state,
+        batches.eval_batches(setup.sampler, clip_set, clip_indices, batch_size=setup.config.train.eval_batch_size),
+        setup.mesh)
+    result: dict[str, Any] = {}
+    if setup.sampler.sample_level:
+        sample_labels = clip_set.labels[groups]
+        result["sample_level"] = {
+            "name": setup.sampler.sample_level,
+            **metrics.classification_metrics(sample_labels, log_probs.argmax(-1), clip_set.num_classes),
+            "labels": sample_labels.tolist(), "predictions": log_probs.argmax(-1).tolist()}
+    clips_seen, clip_log_probs = evaluate.mean_by_group(groups, log_probs)
+    labels = clip_set.labels[clips_seen]
+    result.update(
+        clips=clip_set.clip_ids[clips_seen].tolist(),
+        labels=labels.tolist(),
+        predictions=clip_log_probs.argmax(-1).tolist(),
+        log_probs=np.round(clip_log_probs, 5).tolist(),
+        loss=evaluate.nll(clip_log_probs, labels),
+    )
+    return result
+
+
 def run_stamp(config: ml_collections.ConfigDict, clip_set: ClipSet) -> dict[str, Any]:
-    """What every fold's results depend on: the configuration and a digest of the clips as loaded."""
+    """What every fold's results depend on: the configuration (every stage's) and a digest of the clips as loaded."""
     return {"config": workdir_lib.results_config(config),
             "data": {"name": clip_set.name, "clips": len(clip_set), "digest": stamps.clip_set_digest(clip_set)}}
 
 
-def fold_stamp(stamp: dict[str, Any], clip_set: ClipSet, fold: protocols.Fold, freeze_until: str) -> dict[str, Any]:
-    """``run_stamp`` plus the fold: its name, the clips of each side (digests) and its frozen prefix."""
+def fold_stamp(stamp: dict[str, Any], clip_set: ClipSet, fold: protocols.Fold, stage: str, freeze_until: str,
+               init_from: str | None = None) -> dict[str, Any]:
+    """``run_stamp`` plus the fold and stage: the fold's name, the clips of each side (digests), the stage, its
+    frozen prefix and the stamp digest of the earlier stage it starts from."""
     sides = {side: stamps.digest_value(clip_set.clip_ids[getattr(fold, side)].tolist()) for side in protocols.SIDES}
-    return {**stamp, "fold": {"name": fold.name, "freeze_until": freeze_until, **sides}}
+    return {**stamp, "fold": {"name": fold.name, "freeze_until": freeze_until, **sides},
+            "stage": {"name": stage, "init_from": init_from}}
 
 
 def checked_fold_dir(fold_dir: str, stamp: dict[str, Any]) -> dict[str, Any] | None:
@@ -311,7 +354,7 @@ def checked_fold_dir(fold_dir: str, stamp: dict[str, Any]) -> dict[str, Any] | N
         differs), or carry no stamp.
     """
     stamp_file, result_file = os.path.join(fold_dir, STAMP_FILE), os.path.join(fold_dir, RESULT_FILE)
-    if not os.path.isdir(fold_dir) or not os.listdir(fold_dir):
+    if not os.path.isdir(fold_dir) or not os.path.exists(stamp_file) and not _outputs_in(fold_dir):
         return None
     fix = "rerun with --overwrite to discard the earlier run's outputs, or pass another --workdir"
     if not os.path.exists(stamp_file):
@@ -332,6 +375,12 @@ def checked_fold_dir(fold_dir: str, stamp: dict[str, Any]) -> dict[str, Any] | N
     return result
 
 
+def _outputs_in(fold_dir: str) -> bool:
+    """Whether ``fold_dir`` holds anything but the folders of its stages (a multi-stage fold's own folder)."""
+    return any(not os.path.isdir(os.path.join(fold_dir, entry)) or entry == "checkpoints"
+               for entry in os.listdir(fold_dir))
+
+
 def training_side(config: ml_collections.ConfigDict, fold: protocols.Fold) -> tuple[np.ndarray, np.ndarray]:
     """The clips a fold trains on and validates on.
 
@@ -344,27 +393,40 @@ def training_side(config: ml_collections.ConfigDict, fold: protocols.Fold) -> tu
     return np.union1d(fold.train, fold.val), fold.val[:0]
 
 
-def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protocols.Fold, fold_index: int,
-             compiled: Compiled, workdir: str, stamp: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Trains and tests one fold, or returns its finished result from an earlier run with the same stamp."""
-    fold_dir = os.path.join(workdir, fold.name)
-    stamp = fold_stamp(stamp or run_stamp(config, clip_set), clip_set, fold, config.train.freeze_until)
-    finished = checked_fold_dir(fold_dir, stamp)
-    # Every process checks the fold folder before process 0 writes to it, so that all make one decision.
-    distributed.barrier(f"checked {fold_dir}")
+def save_variables(stage_dir: str, state: Any) -> None:
+    """The parameters and BatchNorm statistics a stage ended with, for a later stage (``VARIABLES_FILE``)."""
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    files.atomic_write_bytes(os.path.join(stage_dir, VARIABLES_FILE), flax.serialization.msgpack_serialize(variables))
+
+
+def load_variables(stage_dir: str) -> Any:
+    path = os.path.join(stage_dir, VARIABLES_FILE)
+    try:
+        with open(path, "rb") as f:
+            return flax.serialization.msgpack_restore(f.read())
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} is missing or unreadable ({error}); rerun with --overwrite") from None
+
+
+def run_stage_fold(setup: StageSetup, clip_set: ClipSet, fold: protocols.Fold, fold_index: int, stage_dir: str,
+                   stamp: dict[str, Any], *, variables: Any = None, init_record: dict[str, Any] | None = None,
+                   keep_variables: bool = False) -> dict[str, Any]:
+    """Trains one stage of one fold and tests it, or returns its finished result from an earlier run with the
+    same stamp; with ``keep_variables`` the final parameters are saved for a later stage."""
+    config = setup.config
+    finished = checked_fold_dir(stage_dir, stamp)
+    # Every process checks the folder before process 0 writes to it, so that all make one decision.
+    distributed.barrier(f"checked {stage_dir}")
     if finished is not None:
         return finished
     if jax.process_index() == 0:
-        files.atomic_write_json(os.path.join(fold_dir, STAMP_FILE), stamp)
-    seed = int(np.random.SeedSequence([config.seed, fold_index]).generate_state(1)[0])
+        files.atomic_write_json(os.path.join(stage_dir, STAMP_FILE), stamp)
+    seed = derived_seed(config.seed, fold_index)
     train_clips, val_clips = training_side(config, fold)
-    training = prepare_training(config, clip_set, train_clips, seed, compiled)
-    inputs = compiled.inputs
-    mesh, eval_step = compiled.mesh, compiled.eval_step
-    max_length = pipeline.eval_length(clip_set)
+    training = prepare_training(setup, train_clips, seed, variables)
 
     def validate(state) -> dict[str, float]:
-        prediction = predict_clips(eval_step, state, config, inputs, val_clips, mesh, max_length)
+        prediction = predict_clips(setup, state, val_clips)
         scores = metrics.classification_metrics(prediction["labels"], prediction["predictions"],
                                                 clip_set.num_classes)
         return {"loss": prediction["loss"], "accuracy": scores["accuracy"], "uf1": scores["uf1"],
@@ -372,17 +434,24 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
 
     fitted = fit(
         training.state,
-        train_step=compiled.train_step,
+        train_step=setup.train_step,
         train_batches=training.batches,
         epochs=config.train.epochs,
-        mesh=mesh,
+        mesh=setup.mesh,
         evaluate=validate if len(val_clips) else None,
         select=config.train.select or None,
-        checkpoint_dir=os.path.join(fold_dir, "checkpoints"),
+        checkpoint_dir=os.path.join(stage_dir, "checkpoints"),
         progress=tqdm,
-        description=fold.name,
+        description=os.path.relpath(stage_dir, os.path.dirname(os.path.dirname(stage_dir))),
     )
-    test = predict_clips(eval_step, fitted.state, config, inputs, fold.test, mesh, max_length)
+    return finish_stage_fold(setup, clip_set, fold, stage_dir, stamp, fitted, training, train_clips, val_clips,
+                             init_record, keep_variables)
+
+
+def finish_stage_fold(setup: StageSetup, clip_set: ClipSet, fold: protocols.Fold, stage_dir: str,
+                      stamp: dict[str, Any], fitted: Any, training: Training, train_clips: np.ndarray,
+                      val_clips: np.ndarray, init_record: dict[str, Any] | None, keep_variables: bool) -> dict[str, Any]:
+    """Tests a trained fold and writes its result (and, with ``keep_variables``, its final variables)."""
     result = {
         "name": fold.name,
         "stamp": stamps.digest_value(stamp),
@@ -395,11 +464,14 @@ def run_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protoco
         "selected_epoch": fitted.selected_epoch,
         "resumed_from_epoch": fitted.resumed_from,
         "resume_notes": fitted.notes,
-        "frozen_prefix": compiled.frozen_prefix,
-        "test": test,
+        "frozen_prefix": setup.frozen_prefix,
+        "init": init_record,
+        "test": predict_clips(setup, fitted.state, fold.test) if len(fold.test) else None,
     }
     if jax.process_index() == 0:
-        files.atomic_write_json(os.path.join(fold_dir, RESULT_FILE), result)
+        if keep_variables:
+            save_variables(stage_dir, fitted.state)
+        files.atomic_write_json(os.path.join(stage_dir, RESULT_FILE), result)
     return result
 
 
@@ -451,32 +523,111 @@ def fold_configs(config: ml_collections.ConfigDict, clip_set: ClipSet,
     return configs
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Runs the whole cross-validation and writes the reports; returns the summary.
+class Setups:
+    """The stage set-ups of a run, built once per (stage, frozen prefix) and shared by the folds that start
+    from the stage's initial variables; a fold that starts from its own earlier stage gets its own."""
 
-    Folds finished by an earlier run with the same stamp are reused, an
-    unfinished one resumes from its checkpoints, and anything computed from
-    another configuration or other data is refused (``checked_fold_dir``).
-    The caller owns the workdir (``experiments.workdir.claim``: lock + config check).
+    def __init__(self, clip_set: ClipSet, workdir: str):
+        self._clip_set, self._workdir = clip_set, workdir
+        self._shared: dict[tuple[str, str], StageSetup] = {}
+
+    def shared(self, stage: str, config: ml_collections.ConfigDict) -> StageSetup:
+        key = (stage, config.train.freeze_until)
+        if key not in self._shared:
+            self._shared[key] = setup_stage(config, self._clip_set, self._workdir)
+        return self._shared[key]
+
+    def started_from(self, stage: str, config: ml_collections.ConfigDict, earlier_dir: str, stage_dir: str,
+                     where: str) -> tuple[StageSetup, dict[str, Any]]:
+        """A set-up whose initial variables take ``config.init``'s subtrees from the stage saved in ``earlier_dir``."""
+        fresh = self.shared(stage, config)
+        variables, record = stages_lib.transfer(fresh.variables, load_variables(earlier_dir),
+                                                tuple(config.init.include), tuple(config.init.exclude), where)
+        record["from"] = config.init.from_stage
+        if fresh.frozen_prefix and fresh.frozen_prefix["cached"]:
+            # The cached prefix depends on the variables: this fold's own cache.
+            return setup_stage(config, self._clip_set, stage_dir, variables=variables), record
+        return dataclasses.replace(fresh, variables=variables), record
+
+
+def run_scope_stage(stage: stages_lib.Stage, workdir: str, saved: dict[str, str]) -> dict[str, Any]:
+    """Trains a stage of scope 'run' once, on every clip of its own data (never the run's: ``stages.resolve``)."""
+    config = stage.config
+    clip_set, _ = load_data(config)
+    fold = protocols.Fold(name=stage.name, train=np.arange(len(clip_set)), val=np.zeros(0, np.int64),
+                          test=np.zeros(0, np.int64))
+    stage_dir = os.path.join(workdir, stage.name)
+    init_record, variables, setup = None, None, None
+    if stage.init_from:
+        setup, init_record = Setups(clip_set, stage_dir).started_from(
+            stage.name, config, saved[stage.init_from], stage_dir, f"--config.stages.{stage.name}.init")
+    setup = setup or setup_stage(config, clip_set, stage_dir)
+    stamp = fold_stamp(run_stamp(config, clip_set), clip_set, fold, stage.name, config.train.freeze_until,
+                       _stamp_of(saved.get(stage.init_from)))
+    saved[stage.name] = stage_dir
+    return run_stage_fold(setup, clip_set, fold, 0, stage_dir, stamp, variables=variables,
+                          init_record=init_record, keep_variables=True)
+
+
+def _stamp_of(stage_dir: str | None) -> str | None:
+    """The digest of the stamp an earlier stage was computed under (part of a later stage's stamp)."""
+    if stage_dir is None:
+        return None
+    return stamps.digest_value(files.read_json(os.path.join(stage_dir, STAMP_FILE), "stage stamp"))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs every stage of the cross-validation and writes the reports; returns the summary (of the last stage).
+
+    Stages of scope 'run' train once; then each fold runs its stages in order
+    (``experiments/stages.py``). A stage-fold finished by an earlier run with
+    the same stamp is reused, an unfinished one resumes from its checkpoints,
+    and anything computed from another configuration or other data is refused
+    (``checked_fold_dir``). The caller owns the workdir
+    (``experiments.workdir.claim``: lock + config check).
     """
     started = time.time()
     validate(config)
     os.makedirs(workdir, exist_ok=True)
+    stage_list = stages_lib.resolve(config)
     clip_set, dataset_dirs = load_data(config)
     record = provenance.collect(config, dataset_dirs)
     folds = make_folds(config, clip_set)
     stamp = run_stamp(config, clip_set)
     record["data_digest"] = stamp["data"]["digest"]
-    compiled_by_prefix: dict[str, Compiled] = {}
-    results = []
-    for index, (fold, fold_config) in enumerate(zip(folds, fold_configs(config, clip_set, folds))):
-        prefix = fold_config.train.freeze_until
-        if prefix not in compiled_by_prefix:
-            compiled_by_prefix[prefix] = compile_run(fold_config, clip_set, workdir)
-        results.append(run_fold(fold_config, clip_set, fold, index, compiled_by_prefix[prefix], workdir, stamp))
+    saved_by_run: dict[str, str] = {}
+    stage_results: dict[str, list[dict[str, Any]]] = {}
+    for stage in stage_list:
+        if stage.scope == "run":
+            stage_results[stage.name] = [run_scope_stage(stage, workdir, saved_by_run)]
+    fold_stages = [stage for stage in stage_list if stage.scope == "fold"]
+    per_fold_configs = {stage.name: fold_configs(stage.config, clip_set, folds) for stage in fold_stages}
+    needed = {stage.init_from for stage in stage_list if stage.init_from}
+    setups = Setups(clip_set, workdir)
+    for index, fold in enumerate(folds):
+        saved = dict(saved_by_run)
+        for stage in fold_stages:
+            stage_config = per_fold_configs[stage.name][index]
+            fold_dir = os.path.join(workdir, fold.name)
+            stage_dir = fold_dir if len(stage_list) == 1 else os.path.join(fold_dir, stage.name)
+            init_record = None
+            if stage.init_from:
+                setup, init_record = setups.started_from(stage.name, stage_config, saved[stage.init_from],
+                                                         stage_dir, f"--config.stages.{stage.name}.init")
+            else:
+                setup = setups.shared(stage.name, stage_config)
+            stage_stamp = fold_stamp(stamp, clip_set, fold, stage.name, stage_config.train.freeze_until,
+                                     _stamp_of(saved.get(stage.init_from)))
+            result = run_stage_fold(setup, clip_set, fold, index, stage_dir, stage_stamp,
+                                    init_record=init_record, keep_variables=stage.name in needed)
+            saved[stage.name] = stage_dir
+            stage_results.setdefault(stage.name, []).append(result)
+    results = stage_results[fold_stages[-1].name]
     coverage = check_coverage(config, clip_set, folds, results)
     record["wall_seconds"] = round(time.time() - started, 1)
     summary = report.summarize(config, clip_set, results, provenance=record)
     summary["coverage"] = coverage
+    if len(stage_list) > 1:
+        summary["stages"] = report.stage_summaries(config, clip_set, stage_results, fold_stages[-1].name)
     report.write(workdir, summary, results, clip_set.class_names)
     return summary

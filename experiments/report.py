@@ -46,6 +46,8 @@ def summarize(config: ml_collections.ConfigDict, clip_set: ClipSet, results: Seq
         "dataset": clip_set.name,
         "classes": class_names,
         "protocol": config.protocol.kind,
+        # kfold_by_sample puts a subject's clips on both sides of a fold: its scores are optimistic.
+        "subject_independent": config.protocol.kind != "kfold_by_sample",
         "seed": config.seed,
         "accuracy": pooled["accuracy"],
         "uf1": pooled["uf1"],
@@ -79,12 +81,34 @@ def summarize(config: ml_collections.ConfigDict, clip_set: ClipSet, results: Seq
     }
     if results and results[0].get("frozen_prefix"):
         summary["frozen_prefix"] = results[0]["frozen_prefix"]
-    if config.model.kind == "frame":
-        frame_level = metrics.pool_folds(
-            [(r["test"]["frame_labels"], r["test"]["frame_predictions"]) for r in results],
+    if results and "sample_level" in results[0]["test"]:
+        sample_level = metrics.pool_folds(
+            [(r["test"]["sample_level"]["labels"], r["test"]["sample_level"]["predictions"]) for r in results],
             clip_set.num_classes, names=names)
-        summary["frame_level"] = {k: frame_level[k] for k in ("accuracy", "uf1", "uar", "confusion", "num_samples")}
+        summary["sample_level"] = {"name": results[0]["test"]["sample_level"]["name"],
+                                   **{k: sample_level[k] for k in ("accuracy", "uf1", "uar", "confusion",
+                                                                   "num_samples")}}
     return summary
+
+
+def stage_summaries(config: ml_collections.ConfigDict, clip_set: ClipSet,
+                    stage_results: dict[str, list[dict[str, Any]]], final: str) -> dict[str, Any]:
+    """Per stage of a multi-stage run: its pooled test metrics (fold stages) or its training record (run stages).
+
+    Only the last stage's numbers are the run's result; the earlier ones show
+    what each stage alone reached on the same test clips.
+    """
+    summaries = {}
+    for name, results in stage_results.items():
+        if results and results[0]["test"] is not None:
+            pooled = metrics.pool_folds([(r["test"]["labels"], r["test"]["predictions"]) for r in results],
+                                        clip_set.num_classes)
+            summaries[name] = {key: pooled[key] for key in metrics.SUMMARY_METRICS}
+        else:
+            summaries[name] = {"trained_once": True, "training_samples": results[0]["training_samples"]}
+        summaries[name]["final"] = name == final
+        summaries[name]["init"] = results[0].get("init")
+    return summaries
 
 
 def majority_chance(clip_set: ClipSet, results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -168,10 +192,21 @@ def markdown(summary: dict[str, Any]) -> str:
     ]
     if summary["absent_classes"]:
         lines.append(f"No test clip at all of: {', '.join(summary['absent_classes'])} (their F1 and recall are 0).")
-    if "frame_level" in summary:
-        frame = summary["frame_level"]
-        lines += ["", f"Frame level (every test frame a sample): accuracy {frame['accuracy']:.4f}, "
-                      f"UF1 {frame['uf1']:.4f}, UAR {frame['uar']:.4f} over {frame['num_samples']} frames."]
+    if not summary.get("subject_independent", True):
+        lines[1:1] = ["", f"**Not subject-independent**: {summary['protocol']} puts clips of one subject on both "
+                          f"sides of a fold, so these scores are optimistic next to kfold_by_subject or loso."]
+    if "sample_level" in summary:
+        level = summary["sample_level"]
+        lines += ["", f"{level['name'].capitalize()} level (every test {level['name']} a sample): accuracy "
+                      f"{level['accuracy']:.4f}, UF1 {level['uf1']:.4f}, UAR {level['uar']:.4f} over "
+                      f"{level['num_samples']} {level['name']}s."]
+    if "stages" in summary:
+        lines += ["", "| stage | accuracy | UF1 | UAR | starts from |", "|---|---|---|---|---|"]
+        for name, stage in summary["stages"].items():
+            scores = format_scores(stage) if "uf1" in stage else "trained once, not tested | |"
+            init = stage.get("init")
+            lines.append(f"| {name}{' (final)' if stage['final'] else ''} | {scores} | "
+                         f"{f'{init['from']} ({init['copied_parameters']} parameters copied)' if init else 'fresh'} |")
     if summary.get("frozen_prefix"):
         prefix = summary["frozen_prefix"]
         line = f"Backbone frozen up to `{prefix['freeze_until']}`"

@@ -60,6 +60,7 @@ def base() -> ml_collections.ConfigDict:
     config.protocol.train = ""                     # cross_database: the database trained on (e.g. samm) ...
     config.protocol.test = ""                      # ... and the one tested on (e.g. casme2)
     config.protocol.val_subjects = 1               # inner validation subjects, from the training side
+    config.protocol.val_fraction = 0.1             # kfold_by_sample: validation clips per class, from training
 
     config.targets = ("label",)                    # what the model predicts (merjax.data.targets)
 

@@ -7,15 +7,18 @@ for the first bad value, naming ``--config.KEY``, the value and what is
 allowed. ``experiments/cli.py`` calls it before claiming the workdir.
 
 Checked: ``seed``/``seeds``; ``data`` (name: a known dataset and config per
-``+`` part; data_dir; manual_dir and weight files exist; image_size, window,
-strides, balancing, augmentation, threads; the face options); ``protocol``
-(kind, k, val_subjects, train/test for cross_database only); ``model`` (kind,
-dtype, backbone, temporal and head sizes and dropouts, weights);
+``+`` part; data_dir; manual_dir and weight files exist; image_size, clip
+operations, threads; the face options); ``protocol`` (kind, k, val_subjects,
+train/test for cross_database only); ``targets``, ``sampler`` (name, streams,
+window, strides, balancing) and ``augment``; ``model`` (a registered model and
+backbone, dtype, seed 001's backbone, temporal and head sizes and dropouts,
+weights); ``loss`` (name, gamma, target weights);
 ``train`` (epochs, batch sizes >= 1 and divisible by the device count,
 optimizer, learning rate, momentum, weight decay, schedule with warm-up and
 step epochs inside the run, clipping, select with validation subjects,
 freeze_until an endpoint of the backbone, freeze_from a file, the prefix cache);
-and a ``gradcam`` section by ``experiments.gradcam_layers.check_settings``.
+every stage of ``stages`` the same way (``experiments.stages.resolve``: existing
+keys, earlier init stages); and a ``gradcam`` section by ``experiments.gradcam_layers.check_settings``.
 Data-dependent limits (more folds than subjects, a class missing from a fold)
 are checked when the data is loaded (``experiments.cv.make_folds``).
 """
@@ -33,9 +36,9 @@ import ml_collections
 from datasets import build
 from datasets.core.builder import FaceOptions
 from merjax.errors import UserError
-from merjax.models import factory
-from merjax.models.resnet import ResNet
-from merjax.train import optim
+from merjax.data import clip_ops, samplers, targets
+from merjax.models import registry
+from merjax.train import losses, optim
 
 SELECT_METRICS = ("uf1", "uar", "accuracy")   # validation metrics an epoch can be chosen on (higher is better)
 CACHE_DTYPES = ("float16", "float32")
@@ -135,22 +138,47 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
     except (TypeError, ValueError) as error:
         raise UserError(f"--config.data.faces: {error}") from None
     _integer(config, "data.image_size", MIN_IMAGE_SIZE, "the side in pixels frames are resized to")
-    _integer(config, "data.window", 1, "frames per sample of a clip model")
-    _integer(config, "data.train_stride", 1, "frames between training windows")
-    _integer(config, "data.eval_stride", 1, "frames between a test clip's windows")
-    _boolean(config, "data.pad_short")
-    _integer(config, "data.balance_per_class", 0, "training samples per class; 0 keeps the counts")
-    _number(config, "data.flip_prob", 0.0, 1.0, "probability of a horizontal flip")
-    _number(config, "data.max_rotation", 0.0, MAX_ROTATION, "largest random rotation, degrees")
+    clip_ops.parse_specs(tuple(config.data.clip_ops))
     _integer(config, "data.num_threads", 0, "loader threads")
+
+
+def _check_sampler(config: ml_collections.ConfigDict) -> None:
+    unknown = [name for name in config.targets if name not in targets.TARGETS]
+    if isinstance(config.targets, str) or not config.targets or unknown:
+        _fail("targets", config.targets, f"must be a non-empty tuple of targets from {sorted(targets.TARGETS)}")
+    _choice(config, "sampler.name", tuple(samplers.SAMPLERS))
+    streams = config.sampler.streams
+    if isinstance(streams, str) or not streams or not all(isinstance(stream, str) for stream in streams):
+        _fail("sampler.streams", streams, "must be a non-empty tuple of stream names, e.g. ('frames',)")
+    _integer(config, "sampler.window", 1, "frames per sample of a window sampler")
+    _integer(config, "sampler.train_stride", 1, "frames between training windows")
+    _integer(config, "sampler.eval_stride", 1, "frames between a test clip's windows")
+    _boolean(config, "sampler.pad_short")
+    _integer(config, "sampler.balance_per_class", 0, "training samples per class; 0 keeps the counts")
+    _number(config, "augment.flip_prob", 0.0, 1.0, "probability of a horizontal flip")
+    _number(config, "augment.max_rotation", 0.0, MAX_ROTATION, "largest random rotation, degrees")
+
+
+def _check_loss(config: ml_collections.ConfigDict) -> None:
+    _choice(config, "loss.name", tuple(losses.LOSSES))
+    _number(config, "loss.gamma", 0.0, math.inf, "the focal loss's focusing exponent", high_open=True)
+    _boolean(config, "loss.class_weights")
+    for name, weight in config.loss.target_weights.items():
+        if name not in config.targets:
+            _fail(f"loss.target_weights.{name}", weight, f"names no target of --config.targets={tuple(config.targets)}")
+        _number(config, f"loss.target_weights.{name}", 0.0, math.inf, "the target's weight in the loss",
+                high_open=True)
 
 
 def _check_protocol(config: ml_collections.ConfigDict) -> None:
     from experiments import cv   # imported on use: cv imports this module's callers' heavy dependencies
 
     kind = _choice(config, "protocol.kind", cv.PROTOCOLS)
-    if kind == "kfold_by_subject":
-        _integer(config, "protocol.k", 2, "folds of whole subjects")
+    if kind in ("kfold_by_subject", "kfold_by_sample"):
+        _integer(config, "protocol.k", 2, "folds")
+    if kind == "kfold_by_sample" and config.train.select:
+        _number(config, "protocol.val_fraction", 0.0, 1.0, "validation clips per class, from the training side",
+                low_open=True, high_open=True)
     val_subjects = _integer(config, "protocol.val_subjects", 0, "validation subjects carved from each fold's "
                                                                 "training side")
     if config.train.select and val_subjects == 0:
@@ -170,20 +198,25 @@ def _check_protocol(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_model(config: ml_collections.ConfigDict) -> None:
-    _choice(config, "model.kind", factory.MODEL_KINDS)
-    _choice(config, "model.dtype", tuple(factory.DTYPES))
-    _existing_file(config, "model.weights", "VGGFace2 resnet50_ft/senet50_ft .pkl or .h5")
-    _sizes(config, "model.backbone.stage_sizes", "bottleneck blocks per ResNet stage", allow_empty=False)
-    _integer(config, "model.backbone.width", 1, "channels of the first stage")
+    _choice(config, "model.name", tuple(registry.MODELS))
+    _choice(config, "model.backbone.name", tuple(registry.BACKBONES))
+    _choice(config, "model.dtype", tuple(registry.DTYPES))
+    _existing_file(config, "model.weights", "pretrained backbone weights")
+    # The keys of seed 001's classifiers (ResNet backbone, LSTM/BiLSTM, fc head), where the model has them.
+    if "stage_sizes" in config.model.backbone:
+        _sizes(config, "model.backbone.stage_sizes", "bottleneck blocks per ResNet stage", allow_empty=False)
+    if "width" in config.model.backbone:
+        _integer(config, "model.backbone.width", 1, "channels of the first stage")
     if "se_reduction" in config.model.backbone:
         _integer(config, "model.backbone.se_reduction", 0, "squeeze-excitation reduction; 0 = none")
-    if config.model.kind == "clip":
-        _choice(config, "model.temporal.kind", factory.TEMPORAL_KINDS)
+    if "temporal" in config.model:
+        _choice(config, "model.temporal.kind", ("lstm", "bilstm"))
         _integer(config, "model.temporal.hidden", 1, "LSTM units")
         _integer(config, "model.temporal.layers", 1, "LSTM layers")
         _number(config, "model.temporal.dropout", 0.0, 1.0, "dropout between LSTM layers", high_open=True)
-    _sizes(config, "model.head.hidden", "fc widths before the logits", allow_empty=True)
-    _number(config, "model.head.dropout", 0.0, 1.0, "dropout in the head", high_open=True)
+    if "head" in config.model:
+        _sizes(config, "model.head.hidden", "fc widths before the logits", allow_empty=True)
+        _number(config, "model.head.dropout", 0.0, 1.0, "dropout in the head", high_open=True)
 
 
 def _check_train(config: ml_collections.ConfigDict) -> None:
@@ -209,10 +242,8 @@ def _check_train(config: ml_collections.ConfigDict) -> None:
     _number(config, "train.step_factor", 0.0, math.inf, "learning-rate factor at each step epoch", low_open=True,
             high_open=True)
     _number(config, "train.grad_clip", 0.0, math.inf, "global-norm clipping; 0 = off", high_open=True)
-    _boolean(config, "train.class_weights")
     _choice(config, "train.select", ("", *SELECT_METRICS))
-    endpoints = ResNet(stage_sizes=tuple(config.model.backbone.stage_sizes)).endpoint_names
-    _choice(config, "train.freeze_until", ("", *endpoints))
+    _choice(config, "train.freeze_until", ("", *registry.backbone_endpoints(config.model)))
     if config.train.get("freeze_from"):
         from experiments import layer_choice   # imported on use: only runs with a per-fold layer choice need it
 
@@ -226,6 +257,15 @@ def _check_train(config: ml_collections.ConfigDict) -> None:
     _choice(config, "train.cache_dtype", CACHE_DTYPES)
     _number(config, "train.cache_memory_gb", 0.0, math.inf, "largest in-memory cache, GiB", high_open=True)
     _integer(config, "train.cache_batch_frames", 1, "frames per call while building the cache")
+    _boolean(config, "train.vectorize_folds")
+
+
+def _check_stage(config: ml_collections.ConfigDict) -> None:
+    """The sections a stage may override."""
+    _check_sampler(config)
+    _check_model(config)
+    _check_loss(config)
+    _check_train(config)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -235,11 +275,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     depends on ``model.backbone.stage_sizes``). An experiment's own section
     (``gradcam``) is checked by that experiment's ``check_settings``.
     """
+    from experiments import stages   # imported on use: stages imports the engine's dependencies
+
     _check_run(config)
     _check_data(config)
-    _check_model(config)
     _check_protocol(config)
-    _check_train(config)
+    _check_stage(config)
+    for stage in stages.resolve(config) if config.stages else ():
+        try:
+            _check_stage(stage.config)
+            _check_data(stage.config)
+        except UserError as error:
+            raise UserError(str(error).replace("--config.", f"--config.stages.{stage.name}.", 1)) from None
     if "gradcam" in config:
         from experiments import gradcam_layers   # imported on use: only that experiment has the section
 

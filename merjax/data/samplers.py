@@ -79,6 +79,10 @@ class Sampler:
         """This sampler reading other streams (e.g. cached prefix features) with other augmentation."""
         return dataclasses.replace(self, streams=tuple(streams), augment=augment)
 
+    def describe(self, clip_set: ClipSet, clip_indices: np.ndarray) -> dict[str, Any]:
+        """Facts about the training samples of ``clip_indices`` worth recording (e.g. clips padded)."""
+        return {}
+
     def check(self, clip_set: ClipSet) -> None:
         missing = [stream for stream in self.streams if stream not in clip_set.streams]
         if missing:
@@ -147,6 +151,9 @@ class SlidingWindows(Sampler):
             raise UserError(f"clip {str(clip_set.clip_ids[clip])!r}: {error} (--config.sampler.window="
                             f"{self.window}; set --config.sampler.pad_short=True to pad it)") from error
         return indices[:, 0]
+
+    def describe(self, clip_set: ClipSet, clip_indices: np.ndarray) -> dict[str, Any]:
+        return {"padded_short_clips": int(np.sum(clip_set.lengths[clip_indices] < self.window))}
 
     def train_rows(self, clip_set: ClipSet, clip_indices: np.ndarray) -> np.ndarray:
         rows = [(int(c), int(s)) for c in clip_indices for s in self._starts(clip_set, int(c), self.train_stride)]
