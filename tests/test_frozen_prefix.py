@@ -10,7 +10,7 @@ import pytest
 from flax import traverse_util
 from ml_collections import ConfigDict
 
-from merjax.data import pipeline
+from merjax.data import array_store, pipeline
 from merjax.models import create_model
 from merjax.train import optim, prefix_cache, steps
 from merjax.train.losses import cross_entropy
@@ -28,7 +28,7 @@ def _frozen_leaf(path) -> bool:
 @pytest.fixture(scope="module")
 def setup():
     clip_set = make_clip_set(num_subjects=2, clips_per_class=1, size=16, min_length=5, max_length=7)
-    config = tiny_model_config("clip")
+    config = tiny_model_config("clip_classifier")
     model = create_model(config, clip_set.num_classes, frozen_until=FREEZE)
     example = {"frames": np.zeros((2, WINDOW, 16, 16, 3), np.uint8), "mask": np.ones((2, WINDOW), bool)}
     variables = init_variables(model, example, jax.random.key(0))
@@ -48,11 +48,14 @@ def _windows_batch(clip_set, frames_per_clip, samples):
 
 
 def _loss_and_grads(model, variables, batch, frame: bool = False):
-    inputs = (batch["frames"],) if frame else (batch["frames"], batch["mask"])
+    """``batch['frames']`` holds frames, or the cached features of a model with ``input_endpoint``."""
+    inputs = {"frames" if model.input_endpoint is None else "features": batch["frames"]}
+    if not frame:
+        inputs["mask"] = batch["mask"]
 
     def loss_fn(params):
         logits, updates = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                                      *inputs, train=True,
+                                      **inputs, train=True,
                                       rngs={"dropout": jax.random.key(7)}, mutable=["batch_stats"])
         return cross_entropy(logits, batch["label"]), updates
 
@@ -63,13 +66,11 @@ def _loss_and_grads(model, variables, batch, frame: bool = False):
 @pytest.mark.parametrize("dtype,rtol", [(np.float32, 1e-5), (np.float16, 2e-2)])
 def test_cached_and_uncached_give_the_same_loss_and_gradients(setup, dtype, rtol):
     clip_set, config, model, variables = setup
-    cache = prefix_cache.build_prefix_cache(
-        model.backbone, {k: v["backbone"] for k, v in variables.items()}, clip_set, FREEZE,
-        batch_size=4, dtype=dtype)
+    cache = prefix_cache.build_prefix_cache(model, variables, clip_set, FREEZE, batch_size=4, dtype=dtype)
     suffix = create_model(config, clip_set.num_classes, frozen_until=FREEZE, input_endpoint=FREEZE)
     samples = [(0, 0), (1, 2), (3, 1), (5, 3)]       # the last window runs past its clip: padded, masked
     uncached = _windows_batch(clip_set, clip_set.frames, samples)
-    cached = _windows_batch(clip_set, cache.clip_set.frames, samples)
+    cached = _windows_batch(clip_set, cache.clip_set.streams["features"], samples)
     assert cached["frames"].dtype == dtype and cached["frames"].shape[2:] == (4, 4, 16)
 
     loss, grads, stats = _loss_and_grads(model, variables, uncached)
@@ -98,7 +99,7 @@ def test_cached_and_uncached_give_the_same_loss_and_gradients(setup, dtype, rtol
 
 def test_frozen_parameters_never_move_even_with_weight_decay(setup):
     clip_set, config, model, variables = setup
-    frozen = optim.frozen_mask(variables["params"], FREEZE, model.backbone.endpoint_names)
+    frozen = optim.frozen_mask(variables["params"], FREEZE, model.backbone)
     flat_mask = traverse_util.flatten_dict(frozen)
     assert {p for p, f in flat_mask.items() if f} == {p for p in flat_mask if _frozen_leaf(p)}
     tx = optim.make_optimizer(ConfigDict({"optimizer": "adamw", "learning_rate": 1e-2, "weight_decay": 0.1,
@@ -125,21 +126,21 @@ def test_frozen_parameters_never_move_even_with_weight_decay(setup):
 def test_frozen_mask_rejects_an_unknown_endpoint(setup):
     _, _, model, variables = setup
     with pytest.raises(ValueError, match="layer9"):
-        optim.frozen_mask(variables["params"], "layer9", model.backbone.endpoint_names)
+        optim.frozen_mask(variables["params"], "layer9", model.backbone)
 
 
 def test_cache_versions_memory_and_disk(setup, tmp_path):
     clip_set, _, model, variables = setup
-    backbone_variables = {k: v["backbone"] for k, v in variables.items()}
     augmentation = pipeline.Augmentation(flip_prob=0.5, max_rotation=10.0)
     kwargs = dict(batch_size=3, variants=3, augmentation=augmentation, seed=5, dtype=np.float32)
-    memory = prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE, **kwargs)
-    disk = prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE,
+    memory = prefix_cache.build_prefix_cache(model, variables, clip_set, FREEZE, **kwargs)
+    disk = prefix_cache.build_prefix_cache(model, variables, clip_set, FREEZE,
                                            max_memory_bytes=0, directory=str(tmp_path / "cache"), **kwargs)
     assert memory.location == "memory" and disk.location == str(tmp_path / "cache")
-    assert isinstance(disk.variants[0], np.memmap) and len(list((tmp_path / "cache").glob("*.npy"))) == len(clip_set)
+    assert isinstance(disk.variants[0], np.memmap) and not disk.variants[0].flags.writeable
+    assert array_store.open(str(tmp_path / "cache"), "another key") is None
     assert memory.num_variants == 3 and memory.describe()["feature_shape"] == [4, 4, 16]
-    run = prefix_cache.prefix_fn(model.backbone, backbone_variables, FREEZE)
+    run = jax.jit(lambda frames: model.apply(variables, frames, FREEZE, method="frame_features"))
     for clip in (0, 4):
         frames = clip_set.frames[clip]
         np.testing.assert_allclose(memory.variants[clip][0], run(frames), rtol=1e-5, atol=1e-5)
@@ -147,18 +148,17 @@ def test_cache_versions_memory_and_disk(setup, tmp_path):
         np.testing.assert_allclose(memory.variants[clip][2], run(augmented), rtol=1e-5, atol=1e-5)
         assert not np.allclose(memory.variants[clip][1], memory.variants[clip][0])
         np.testing.assert_array_equal(disk.variants[clip], memory.variants[clip])
-        assert memory.clip_set.frames[clip] is not None and len(memory.clip_set.frames[clip]) == len(frames)
+        assert len(memory.clip_set.streams["features"][clip]) == len(frames)
     np.testing.assert_array_equal(memory.clip_set.labels, clip_set.labels)
 
 
 def test_cache_rejects_impossible_settings(setup):
     clip_set, _, model, variables = setup
-    backbone_variables = {k: v["backbone"] for k, v in variables.items()}
     with pytest.raises(ValueError, match="augmentation"):
-        prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE, batch_size=2,
+        prefix_cache.build_prefix_cache(model, variables, clip_set, FREEZE, batch_size=2,
                                         variants=2)
     with pytest.raises(ValueError, match="no directory"):
-        prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE, batch_size=2,
+        prefix_cache.build_prefix_cache(model, variables, clip_set, FREEZE, batch_size=2,
                                         max_memory_bytes=0)
 
 
@@ -176,14 +176,13 @@ def test_loader_draws_every_cached_version():
 def test_whole_backbone_frozen_frame_model_trains_only_the_head():
     """``freeze_until='pooled'``: the cache holds pooled features and the suffix is the head alone."""
     clip_set = make_clip_set(num_subjects=1, clips_per_class=1, size=16, min_length=3, max_length=3)
-    config = tiny_model_config("frame")
+    config = tiny_model_config("frame_classifier")
     model = create_model(config, clip_set.num_classes, frozen_until="pooled")
     frames = np.stack([clip[1] for clip in clip_set.frames])
     variables = init_variables(model, {"frames": frames}, jax.random.key(0))
-    cache = prefix_cache.build_prefix_cache(model.backbone, {k: v["backbone"] for k, v in variables.items()},
-                                            clip_set, "pooled", batch_size=2, dtype=np.float32)
+    cache = prefix_cache.build_prefix_cache(model, variables, clip_set, "pooled", batch_size=2, dtype=np.float32)
     suffix = create_model(config, clip_set.num_classes, frozen_until="pooled", input_endpoint="pooled")
-    features = np.stack([clip[1] for clip in cache.clip_set.frames])
+    features = np.stack([clip[1] for clip in cache.clip_set.streams["features"]])
     assert features.shape == (len(clip_set), 32)          # width 4, two stages: 4 * 2 * 4
     labels = clip_set.labels
     full = _loss_and_grads(model, variables, {"frames": frames, "mask": None, "label": labels}, frame=True)
@@ -196,19 +195,18 @@ def test_whole_backbone_frozen_frame_model_trains_only_the_head():
 
 def test_finished_disk_cache_is_reused_only_with_the_same_key(setup, tmp_path):
     clip_set, _, model, variables = setup
-    backbone_variables = {k: v["backbone"] for k, v in variables.items()}
     directory = str(tmp_path / "cache")
     kwargs = dict(batch_size=4, variants=2, augmentation=pipeline.Augmentation(), seed=1, dtype=np.float16,
                   max_memory_bytes=0, directory=directory)
-    first = prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE, **kwargs)
-    again = prefix_cache.build_prefix_cache(model.backbone, backbone_variables, clip_set, FREEZE, **kwargs)
+    first = prefix_cache.build_prefix_cache(model, variables, clip_set, FREEZE, **kwargs)
+    again = prefix_cache.build_prefix_cache(model, variables, clip_set, FREEZE, **kwargs)
     assert not first.reused and again.reused and again.describe()["reused"]
     first_features = [np.array(array) for array in first.variants]      # copies: the files get rewritten below
     for clip in range(len(clip_set)):
         np.testing.assert_array_equal(again.variants[clip], first_features[clip])
 
-    changed = jax.tree.map(lambda x: x * 1.5, backbone_variables)      # other weights: other features
-    rebuilt = prefix_cache.build_prefix_cache(model.backbone, changed, clip_set, FREEZE, **kwargs)
+    changed = jax.tree.map(lambda x: x * 1.5, variables)               # other weights: other features
+    rebuilt = prefix_cache.build_prefix_cache(model, changed, clip_set, FREEZE, **kwargs)
     assert not rebuilt.reused and not np.allclose(rebuilt.variants[0], first_features[0])
-    os.remove(os.path.join(directory, prefix_cache.KEY_FILE))          # as an interrupted build leaves it
-    assert not prefix_cache.build_prefix_cache(model.backbone, changed, clip_set, FREEZE, **kwargs).reused
+    os.remove(os.path.join(directory, array_store.KEY_FILE))           # as an interrupted build leaves it
+    assert not prefix_cache.build_prefix_cache(model, changed, clip_set, FREEZE, **kwargs).reused
