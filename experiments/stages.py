@@ -1,9 +1,10 @@
 """Runs made of stages: each stage a sampler, a model, a loss, an optimiser and schedule, its epochs, and
 where its parameters start.
 
-``config.stages`` maps stage names, in run order, to the keys each overrides in
-the shared config (its sampler, model, loss, train, init, scope); an empty
-``stages`` is one stage, ``main``, made of the config itself. A stage with
+``config.stages`` maps stage names to the keys each overrides in the shared
+config (its sampler, model, loss, train, init, scope) and ``config.stage_order``
+lists them in run order; an empty ``stages`` is one stage, ``main``, made of
+the config itself. A stage with
 ``init.from_stage`` starts from the parameters an earlier stage ended with —
 of the same fold (scope ``fold``) or of the run (scope ``run``) — copying the
 subtrees ``init.include`` names (all when empty) except those ``init.exclude``
@@ -69,15 +70,21 @@ def resolve(config: ml_collections.ConfigDict) -> list[Stage]:
     if not config.stages:
         _check_alone(config)
         return [Stage(MAIN, config)]
+    order = tuple(config.stage_order)
+    if sorted(order) != sorted(config.stages):
+        raise UserError(f"--config.stage_order={order}: must list every stage of --config.stages "
+                        f"({sorted(config.stages)}) once, in run order")
     shared = config.copy_and_resolve_references()
     with shared.unlocked():
         shared.stages = ml_collections.ConfigDict()
+        shared.stage_order = ()
     stages: list[Stage] = []
-    for name, overrides in config.stages.items():
+    for name in order:
+        overrides = config.stages[name]
         stage_config = shared.copy_and_resolve_references()
         overrides = overrides.to_dict() if isinstance(overrides, ml_collections.ConfigDict) else dict(overrides)
-        if "stages" in overrides:
-            raise UserError(f"--config.stages.{name}.stages: a stage cannot hold stages")
+        if "stages" in overrides or "stage_order" in overrides:
+            raise UserError(f"--config.stages.{name}: a stage cannot hold stages")
         _override(stage_config, overrides, f"stages.{name}")
         where = f"--config.stages.{name}"
         if stage_config.scope not in SCOPES:

@@ -127,7 +127,8 @@ def base() -> ml_collections.ConfigDict:
     config.init.include = ()
     config.init.exclude = ()
     config.scope = "fold"                   # 'fold': trained per fold; 'run': once per run on another dataset
-    config.stages = ml_collections.ConfigDict()
+    config.stages = ml_collections.ConfigDict()   # stage name -> the keys it overrides
+    config.stage_order = ()                       # the stages' names in run order
     return config
 
 
@@ -139,7 +140,7 @@ def apply_presets(config: ml_collections.ConfigDict, presets: Mapping[str, Prese
     """Applies the presets ``names`` ('default', or several joined by '+', e.g. 'default+exp1_encoder') in order.
 
     A preset maps dotted keys to values; a ``stages`` value (a mapping of stage
-    name to overrides) replaces the config's stages.
+    name to overrides) replaces the config's stages, and ``stage_order`` their order.
 
     Raises:
       UserError: naming an unknown preset (and the choices) or a key no config has.

@@ -80,7 +80,7 @@ def exp1_encoder(size_preset: str) -> base.Preset:
     return {"stages": {
         "exp1": _nested(frame_classifier(size_preset)),
         "clips": {"init": {"from_stage": "exp1", "include": ("backbone",)}},
-    }}
+    }, "stage_order": ("exp1", "clips")}
 
 
 def _nested(dotted: dict[str, object]) -> dict[str, object]:
