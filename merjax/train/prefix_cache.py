@@ -33,7 +33,8 @@ import numpy as np
 
 from merjax import stamps
 from merjax.data import array_store
-from merjax.data.pipeline import Augmentation, ClipSet
+from merjax.data.batches import Augmentation
+from merjax.data.pipeline import ClipSet
 
 Progress = Callable[..., Iterable]
 
@@ -70,7 +71,7 @@ def _version(frames: np.ndarray, version: int, augmentation: Augmentation, seed:
     if version == 0:
         return frames
     rng = np.random.default_rng([seed, clip, version])
-    return augmentation(frames, rng)
+    return augmentation({"frames": frames}, rng)["frames"]
 
 
 def build_prefix_cache(
