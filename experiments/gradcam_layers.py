@@ -10,7 +10,7 @@ choice once per outer fold of the cross-validation (the folds of
 fold's training side only:
 
 1. the Exp-I model (a ResNet on single frames, ``smic_vggface2``'s settings)
-   and its initial variables come from ``experiments.cv.compile_run`` (random,
+   and its initial variables come from ``experiments.cv.setup_stage`` (random,
    or the VGGFace2 backbone with ``--config.model.weights``);
 2. the fold's training-side subjects (its ``train`` and ``val`` subjects) are
    split by subject into ``gradcam.inner_k`` inner folds
@@ -32,7 +32,7 @@ before l_s. No subject that a fold tests takes part in its choice, so
 ``experiments.layer_choice``).
 
 ``gradcam.score_on='test (leaks)'`` instead trains on each fold's training
-subjects as ``cv.run_fold`` does and scores its *test* subjects, as the seed
+subjects as ``cv.run_stage_fold`` does and scores its *test* subjects, as the seed
 most likely did; it is there to compare with, and ``experiments.layer_choice``
 refuses its output.
 
@@ -196,7 +196,7 @@ def selection_splits(config: ml_collections.ConfigDict, clip_set: ClipSet, fold:
     Leak-free (``gradcam.score_on='selection'``): the fold's training side (``train`` and ``val``
     subjects) split into ``gradcam.inner_k`` subject-wise inner folds; for each of the first
     ``gradcam.inner_folds``, train on its training subjects and score its held-out ones.
-    ``'test (leaks)'``: train on ``fold.train`` with ``cv.run_fold``'s seed and score ``fold.test``.
+    ``'test (leaks)'``: train on ``fold.train`` with ``cv.run_stage_fold``'s seed and score ``fold.test``.
     """
     if config.gradcam.score_on == layer_choice.SCORE_ON_TEST:
         return [(fold.train, fold.test, derived_seed(config.seed, fold_index))]
@@ -214,12 +214,13 @@ def selection_splits(config: ml_collections.ConfigDict, clip_set: ClipSet, fold:
 
 
 def train_model(config: ml_collections.ConfigDict, clip_set: ClipSet, clip_indices: np.ndarray, seed: int,
-                compiled: cv.Compiled, description: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Trains on ``clip_indices`` as ``cv.run_fold`` trains a fold (last epoch kept); returns (variables, record)."""
-    training = cv.prepare_training(config, clip_set, clip_indices, seed, compiled)
+                setup: cv.StageSetup, description: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Trains on ``clip_indices`` as ``cv.run_stage_fold`` trains a fold (last epoch kept); returns (variables,
+    record)."""
+    training = cv.prepare_training(setup, clip_indices, seed)
     started = time.perf_counter()
-    fitted = fit(training.state, train_step=compiled.train_step, train_batches=training.batches,
-                 epochs=config.train.epochs, mesh=compiled.mesh, progress=tqdm, description=description)
+    fitted = fit(training.state, train_step=setup.train_step, train_batches=training.batches,
+                 epochs=config.train.epochs, mesh=setup.mesh, progress=tqdm, description=description)
     record = {"clips": len(clip_indices), "epochs": config.train.epochs,
               "steps_per_epoch": training.steps_per_epoch, "samples": training.record,
               "history": fitted.history, "seconds": round(time.perf_counter() - started, 2)}
@@ -236,14 +237,14 @@ def subjects_of(clip_set: ClipSet, clip_indices: np.ndarray) -> list[str]:
 
 
 def score_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: protocols.Fold, fold_index: int,
-               compiled: cv.Compiled, explainers: Mapping[str, Callable]) -> dict[str, Any]:
+               setup: cv.StageSetup, explainers: Mapping[str, Callable]) -> dict[str, Any]:
     """Scores the candidate layers for one outer fold before and after training.
 
     Returns the scored clips, their region masks, the clips the models were trained on, the
     per-stage per-layer score arrays (pooled over the models of ``selection_splits``) and the
     training records.
     """
-    initial = jax.device_get(compiled.variables)
+    initial = jax.device_get(setup.variables)
     scored, trained_on, masks, records, parts = [], [], [], [], []
     for j, (train_clips, score_clips, seed) in enumerate(selection_splits(config, clip_set, fold, fold_index)):
         frames, landmarks = heldout_frames(clip_set, score_clips)
@@ -251,7 +252,7 @@ def score_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: proto
         score = functools.partial(layer_scores, explainers, frames=frames, labels=clip_set.labels[score_clips],
                                   masks=split_masks, batch_size=config.train.eval_batch_size)
         before = score(initial)
-        trained, record = train_model(config, clip_set, train_clips, seed, compiled,
+        trained, record = train_model(config, clip_set, train_clips, seed, setup,
                                       f"{fold.name} model {j + 1} train")
         parts.append({"before": before, "after": score(trained)})
         scored.append(score_clips)
@@ -377,8 +378,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     clip_set = cv.load_clip_set(config)
     folds = cv.make_folds(config, clip_set)
     indices = fold_indices(config.gradcam.folds, len(folds))
-    compiled = cv.compile_run(config, clip_set, workdir)
-    explainers = {layer: jax.jit(functools.partial(interpret.gradcam, compiled.model, endpoint=layer))
+    setup = cv.setup_stage(config, clip_set, workdir)
+    explainers = {layer: jax.jit(functools.partial(interpret.gradcam, setup.model, endpoint=layer))
                   for layer in layers}
     scored_on = ("each fold's test subjects, as seed 001 most likely did (leaks: for comparison only)" if leaks
                  else f"held-out training-side subjects of each fold: {config.gradcam.inner_folds} of "
@@ -386,9 +387,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     per_fold = {}
     for index in indices:
         fold, fold_started = folds[index], time.perf_counter()
-        scored = score_fold(config, clip_set, fold, index, compiled, explainers)
+        scored = score_fold(config, clip_set, fold, index, setup, explainers)
         per_fold[fold.name] = {"index": index, **fold_summary(config, clip_set, fold, scored,
-                                                              compiled.model.backbone.endpoint_names)}
+                                                              setup.model.backbone.endpoint_names)}
         rows = pick_examples(clip_set.labels[scored["clips"]], config.gradcam.grid_examples)
         plot_grid(os.path.join(workdir, f"gradcam_grid_{file_name(fold.name)}.png"), heldout_frames(
                       clip_set, scored["clips"][rows])[0], scored["masks"][rows],
