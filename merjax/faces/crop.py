@@ -102,12 +102,27 @@ def crop_frames(frames: np.ndarray, box: Box, size: int) -> np.ndarray:
     pads = ((0, 0), (sy0 - y0, y0 + height - sy1), (sx0 - x0, x0 + width - sx1), (0, 0))
     if any(p for pair in pads for p in pair):
         region = np.pad(region, pads, mode="edge")
-    if (width, height) == (size, size):
-        return np.ascontiguousarray(region)
-    interpolation = cv2.INTER_AREA if width > size and height > size else cv2.INTER_LINEAR
-    out = np.empty((len(frames), size, size, 3), np.uint8)
-    for t, frame in enumerate(region):
-        out[t] = cv2.resize(frame, (size, size), interpolation=interpolation)
+    return resize_frames(region, (size, size))
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resizes every frame of [T,h,w,C] to [T,height,width,C] for ``size`` = (width, height), dtype kept.
+
+    ``cv2.INTER_AREA`` when the frames shrink on both axes (it averages every
+    source pixel in), ``cv2.INTER_LINEAR`` otherwise; frames already at the size
+    come back unchanged.
+    """
+    if len(size) != 2:
+        raise ValueError(f"size must be (width, height), got {size!r}")
+    width, height = (_check_size(v) for v in size)
+    frames = np.asarray(frames)
+    if frames.shape[1:3] == (height, width):
+        return np.ascontiguousarray(frames)
+    shrinks = frames.shape[2] > width and frames.shape[1] > height
+    interpolation = cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR
+    out = np.empty((len(frames), height, width, frames.shape[3]), frames.dtype)
+    for t, frame in enumerate(frames):
+        out[t] = cv2.resize(frame, (width, height), interpolation=interpolation).reshape(out.shape[1:])
     return out
 
 
