@@ -336,9 +336,9 @@ def plot_grid(path: str, frames: np.ndarray, masks: np.ndarray, scores: Mapping[
 
 def check_settings(config: ml_collections.ConfigDict) -> None:
     """Refuses settings this experiment cannot run, before any work."""
-    if config.model.kind != "frame":
-        raise UserError(f"gradcam_layers scores single frames (Exp-I): model.kind must be 'frame', "
-                        f"got {config.model.kind!r}")
+    if config.model.name != "frame_classifier":
+        raise UserError(f"gradcam_layers scores single frames (Exp-I): model.name must be 'frame_classifier', "
+                        f"got {config.model.name!r}")
     for key in ("freeze_until", "freeze_from"):
         if config.train.get(key):
             raise UserError(f"gradcam_layers chooses the frozen prefix, so it trains the whole network: "

@@ -59,10 +59,15 @@ def test_every_shipped_config_is_valid(module, preset: str) -> None:
     ("train.batch_size", 0, "--config.train.batch_size=0: must be an integer >= 1"),
     ("train.eval_batch_size", 0, "--config.train.eval_batch_size=0: must be an integer >= 1"),
     ("data.image_size", 0, "--config.data.image_size=0: must be an integer >= 8"),
-    ("data.window", 0, "--config.data.window=0: must be an integer >= 1"),
-    ("data.train_stride", 0, "--config.data.train_stride=0: must be an integer >= 1"),
-    ("data.eval_stride", -1, "--config.data.eval_stride=-1: must be an integer >= 1"),
-    ("data.flip_prob", 1.5, "--config.data.flip_prob=1.5: must be a number in [0, 1]"),
+    ("sampler.window", 0, "--config.sampler.window=0: must be an integer >= 1"),
+    ("sampler.train_stride", 0, "--config.sampler.train_stride=0: must be an integer >= 1"),
+    ("sampler.eval_stride", -1, "--config.sampler.eval_stride=-1: must be an integer >= 1"),
+    ("sampler.name", "all_of_it", "--config.sampler.name='all_of_it': must be one of ('frames', 'sliding_windows'"),
+    ("sampler.streams", (), "--config.sampler.streams=(): must be a non-empty tuple of stream names"),
+    ("augment.flip_prob", 1.5, "--config.augment.flip_prob=1.5: must be a number in [0, 1]"),
+    ("targets", ("label", "mood"), "--config.targets=('label', 'mood'): must be a non-empty tuple of targets"),
+    ("loss.name", "hinge", "--config.loss.name='hinge': must be one of ('cross_entropy', 'focal')"),
+    ("loss.gamma", -1.0, "--config.loss.gamma=-1.0: must be a number in [0, inf)"),
     ("data.name", "smic/hs_5class", "--config.data.name='smic/hs_5class': unknown config 'hs_5class'"),
     ("data.name", "synthetic_me/tiny+nope", "unknown dataset 'nope'; known datasets: ["),
     ("data.manual_dir", "/no/such/folder", "--config.data.manual_dir='/no/such/folder': no such folder"),
@@ -72,7 +77,8 @@ def test_every_shipped_config_is_valid(module, preset: str) -> None:
     ("protocol.k", 1, "--config.protocol.k=1: must be an integer >= 2"),
     ("protocol.val_subjects", -1, "--config.protocol.val_subjects=-1: must be an integer >= 0"),
     ("protocol.train", "samm", "--config.protocol.train='samm': is used by --config.protocol.kind=cross_database"),
-    ("model.kind", "video", "--config.model.kind='video': must be one of ('frame', 'clip')"),
+    ("model.name", "video", "--config.model.name='video': must be one of ('"),
+    ("model.backbone.name", "vit", "--config.model.backbone.name='vit': must be one of ('resnet'"),
     ("model.dtype", "float64", "--config.model.dtype='float64': must be one of ('float32', 'bfloat16')"),
     ("model.temporal.kind", "gru", "--config.model.temporal.kind='gru': must be one of ('lstm', 'bilstm')"),
     ("model.head.dropout", 1.0, "--config.model.head.dropout=1.0: must be a number in [0, 1)"),
@@ -85,6 +91,7 @@ def test_every_shipped_config_is_valid(module, preset: str) -> None:
     ("train.freeze_until", "block3", "--config.train.freeze_until='block3': must be one of ('', 'conv1', 'pool1', "
                                      "'layer1', 'layer2', 'layer3', 'layer4', 'pooled')"),
     ("train.cache_dtype", "int8", "--config.train.cache_dtype='int8': must be one of ('float16', 'float32')"),
+    ("train.vectorize_folds", 1, "--config.train.vectorize_folds=1: must be True or False"),
     ("seed", -1, "--config.seed=-1: must be an integer >= 0"),
 ])
 def test_a_bad_value_names_the_key_and_what_is_allowed(key: str, value, expected: str) -> None:
@@ -97,6 +104,14 @@ def test_a_bad_value_names_the_key_and_what_is_allowed(key: str, value, expected
     with pytest.raises(UserError) as error:
         validate(config)
     assert expected in _message(error)
+
+
+def test_a_bad_value_inside_a_stage_names_the_stage_key() -> None:
+    config = smic_bilstm.get_config("smoke+exp1_encoder")
+    config.stages.exp1.train = {"epochs": 0}
+    with pytest.raises(UserError) as error:
+        validate(config)
+    assert "--config.stages.exp1.train.epochs=0: must be an integer >= 1" in _message(error)
 
 
 def test_select_needs_validation_subjects_and_cross_database_two_databases() -> None:

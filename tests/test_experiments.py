@@ -19,6 +19,7 @@ from experiments.configs import smic_bilstm, smic_vggface2
 from merjax.data import pipeline
 from tests import fake_databases as fake
 from tests.conftest import make_clip_set
+from merjax.train import optim
 from merjax.train.checkpoint import Checkpointer
 from merjax.train.state import create_train_state
 
@@ -72,9 +73,36 @@ def test_smoke_bilstm_end_to_end_and_restart_reuses_folds(tmp_path, tiny_data_di
 @pytest.mark.slow
 def test_smoke_frame_model_reports_frame_and_clip_level(tmp_path, tiny_data_dir):
     _, summary = _run_smoke(smic_vggface2, tiny_data_dir, str(tmp_path / "frames"))
-    assert summary["frame_level"]["num_samples"] > summary["num_clips"]
+    assert summary["sample_level"]["name"] == "frame"
+    assert summary["sample_level"]["num_samples"] > summary["num_clips"]
+    assert "Frame level (every test frame a sample)" in open(os.path.join(tmp_path / "frames", "summary.md")).read()
     for fold in summary["folds"]:
         assert set(fold["training_samples"]["balanced_samples_per_class"].values()) == {16}
+
+
+@pytest.mark.slow
+@pytest.mark.slow
+def test_two_stages_hand_each_folds_exp1_backbone_to_its_clip_model(tmp_path, tiny_data_dir):
+    """``smoke+exp1_encoder``: per fold, Exp-I trains first and the clip model starts from its backbone."""
+    config = smic_bilstm.get_config("smoke+exp1_encoder")
+    config.data.data_dir = tiny_data_dir
+    workdir = str(tmp_path / "stages")
+    summary = _run_claimed(config, workdir)
+    _check_summary(summary, workdir)
+    assert list(summary["stages"]) == ["exp1", "clips"] and summary["stages"]["clips"]["final"]
+    for fold in summary["folds"]:
+        exp1_dir, clips_dir = (os.path.join(workdir, fold["name"], stage) for stage in ("exp1", "clips"))
+        assert os.path.isfile(os.path.join(exp1_dir, cv.VARIABLES_FILE))
+        clips = json.load(open(os.path.join(clips_dir, "result.json")))
+        assert clips["init"]["from"] == "exp1" and clips["init"]["copied_parameters"] > 0
+        assert clips["init"]["fresh_subtrees"] == ["head", "temporal"]
+        exp1 = json.load(open(os.path.join(exp1_dir, "result.json")))
+        assert "sample_level" in exp1["test"] and "sample_level" not in clips["test"]
+        stamp = json.load(open(os.path.join(clips_dir, cv.STAMP_FILE)))
+        assert stamp["stage"]["init_from"] == json.load(open(os.path.join(exp1_dir, "result.json")))["stamp"]
+    assert "| exp1 |" in open(os.path.join(workdir, "summary.md")).read()
+    again = cv.run(config, workdir)                              # both stages of every fold reused
+    assert again["stages"] == summary["stages"]
 
 
 @pytest.mark.slow
@@ -113,13 +141,14 @@ def test_smoke_with_frozen_cached_prefix_keeps_the_prefix(tmp_path, tiny_data_di
     assert "Backbone frozen up to `layer2`" in open(os.path.join(workdir, "summary.md")).read()
 
     clip_set = cv.load_clip_set(config)
-    compiled = cv.compile_run(config, clip_set)
+    setup = cv.setup_stage(config, clip_set)
     fold = summary["folds"][0]["name"]
     result = json.load(open(os.path.join(workdir, fold, "result.json")))
-    template = create_train_state(compiled.model, compiled.variables,
-                                  compiled.optimizer(config.train, result["steps_per_epoch"]), jax.random.key(0))
+    template = create_train_state(setup.model, setup.variables, setup.optimizer(), jax.random.key(0),
+                                  steps_per_epoch=result["steps_per_epoch"],
+                                  learning_rate_fn=optim.learning_rate_schedule(config.train))
     final, _, _ = Checkpointer(os.path.join(workdir, fold, "checkpoints")).restore(template)
-    initial, trained = flatten_dict(compiled.variables["params"]), flatten_dict(final.params)
+    initial, trained = flatten_dict(setup.variables["params"]), flatten_dict(final.params)
     for path, value in trained.items():
         module = path[1] if path[0] == "backbone" else ""
         if module in ("conv1", "bn1") or module.startswith(("layer1_", "layer2_")):

@@ -16,6 +16,7 @@ from experiments.configs import gradcam_layers as gradcam_config
 from experiments.configs import smic_bilstm, smic_vggface2
 from merjax import files
 from merjax.errors import UserError
+from merjax.rng import derived_seed
 from merjax.models import ResNet
 from tests.conftest import make_clip_set
 
@@ -67,7 +68,7 @@ def test_the_leaky_mode_scores_the_test_subjects_with_the_cv_training():
         [(train_clips, score_clips, seed)] = gradcam_layers.selection_splits(config, clip_set, fold, index)
         np.testing.assert_array_equal(train_clips, fold.train)
         np.testing.assert_array_equal(score_clips, fold.test)
-        assert seed == int(np.random.SeedSequence([config.seed, index]).generate_state(1)[0])   # cv.run_fold's
+        assert seed == derived_seed(config.seed, index)   # the seed cv.run trains fold `index` with
 
 
 def test_too_many_inner_folds_for_a_training_side_are_refused():
@@ -329,7 +330,7 @@ def test_examples_take_the_classes_in_turn():
                                                ("gradcam.folds", "first", "gradcam.folds='first'"),
                                                ("train.freeze_until", "layer1", "train.freeze_until must be ''"),
                                                ("train.freeze_from", "c.json", "train.freeze_from must be ''"),
-                                               ("model.kind", "clip", "'frame'"),
+                                               ("model.name", "clip_classifier", "'frame_classifier'"),
                                                ("gradcam.layers", ("layer2", "pooled"), "spatial endpoints")])
 def test_bad_settings_fail_before_any_work(tmp_path, key, value, message):
     config = gradcam_config.get_config("smoke")

@@ -18,11 +18,11 @@ from tests.conftest import make_clip_set
 @pytest.mark.slow
 def test_clip_model_learns_easy_motion_task_on_held_out_subjects(tmp_path):
     config = smic_bilstm.get_config("smoke")
-    config.data.window = 6
-    config.data.train_stride = 1
-    config.data.balance_per_class = 48
-    config.data.max_rotation = 0.0
-    config.data.flip_prob = 0.0     # a flip would swap the left/right quadrants that define the classes
+    config.sampler.window = 6
+    config.sampler.train_stride = 1
+    config.sampler.balance_per_class = 48
+    config.augment.max_rotation = 0.0
+    config.augment.flip_prob = 0.0     # a flip would swap the left/right quadrants that define the classes
     config.model.backbone.stage_sizes = (1, 1)
     config.model.backbone.width = 8
     config.model.head.dropout = 0.0
@@ -30,7 +30,8 @@ def test_clip_model_learns_easy_motion_task_on_held_out_subjects(tmp_path):
     config.train.learning_rate = 3e-3
     clip_set = make_clip_set(num_subjects=4, clips_per_class=3, size=16, min_length=8, max_length=14)
     folds = cv.make_folds(config, clip_set)
-    result = cv.run_fold(config, clip_set, folds[0], 0, cv.compile_run(config, clip_set), str(tmp_path))
+    stamp = cv.fold_stamp(cv.run_stamp(config, clip_set), clip_set, folds[0], "main", "")
+    result = cv.run_stage_fold(cv.setup_stage(config, clip_set), clip_set, folds[0], 0, str(tmp_path), stamp)
     history = result["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.2
     test = result["test"]
