@@ -12,7 +12,7 @@ build time.
 
     python -m benchmarks.prefix_cache [--experiment smic_bilstm --freeze_until layer2 layer3 pooled]
     python -m benchmarks.prefix_cache --freeze_until layer3 \
-        --set model.backbone.width=64 data.image_size=64 data.balance_per_class=16
+        --set model.backbone.width=64 data.image_size=64 sampler.balance_per_class=16
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ import time
 import jax
 import numpy as np
 
-from datasets.build import ensure_built
 from experiments import cv
-from merjax.data import pipeline
 from merjax.train import sharding
 
 
@@ -57,16 +55,16 @@ def apply_overrides(config, overrides: list[str]) -> None:
         node[leaf] = value.lower() in ("1", "true") if isinstance(current, bool) else type(current)(value)
 
 
-def epoch_seconds(config, compiled, clip_set, fold) -> tuple[float, float, int]:
+def epoch_seconds(config, setup, fold) -> tuple[float, float, int]:
     """Seconds of one epoch of train steps after a warm-up epoch, its mean loss and its sample count."""
-    training = cv.prepare_training(config, clip_set, fold.train, 0, compiled)
+    training = cv.prepare_training(setup, fold.train, 0)
     state = training.state
 
     def run_epoch(epoch: int):
         nonlocal state
         losses = []
         for batch in training.batches(epoch):
-            state, metrics = compiled.train_step(state, sharding.shard_batch(batch, compiled.mesh))
+            state, metrics = setup.train_step(state, sharding.shard_batch(batch, setup.mesh))
             losses.append(metrics["loss"])
         return float(np.mean(jax.device_get(losses)))
 
@@ -83,13 +81,13 @@ def compare(config, clip_set, fold, freeze_until: str) -> float:
     for cached in (False, True):
         config.train.cache_prefix = cached
         started = time.perf_counter()
-        compiled = cv.compile_run(config, clip_set)
-        setup = time.perf_counter() - started
-        seconds, loss, samples = epoch_seconds(config, compiled, clip_set, fold)
+        setup = cv.setup_stage(config, clip_set)
+        setup_seconds = time.perf_counter() - started
+        seconds, loss, samples = epoch_seconds(config, setup, fold)
         results[cached] = seconds
-        detail = f", cache {compiled.frozen_prefix}" if cached else ""
+        detail = f", cache {setup.frozen_prefix}" if cached else ""
         print(f"  {'cached' if cached else 'uncached'}: epoch {seconds:.2f} s ({samples} samples, "
-              f"mean loss {loss:.4f}); set-up {setup:.1f} s{detail}")
+              f"mean loss {loss:.4f}); set-up {setup_seconds:.1f} s{detail}")
     return results[False] / results[True]
 
 
@@ -99,7 +97,7 @@ def main() -> None:
     apply_overrides(config, args.set)
     config.train.cache_variants = args.variants
     config.train.cache_dtype = args.dtype
-    clip_set = pipeline.load_clips(ensure_built(config.data.name, config.data.data_dir), config.data.image_size)
+    clip_set = cv.load_clip_set(config)
     fold = cv.make_folds(config, clip_set)[0]
     for freeze_until in args.freeze_until:
         ratio = compare(config, clip_set, fold, freeze_until)
