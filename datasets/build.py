@@ -13,7 +13,10 @@ A prepared copy is reused only while it matches the request: one built with
 other face options, from another manual_dir, or (``clip_folder``) from a
 ``labels.csv`` or clip files that changed since is refused, naming what
 differs and the command that rebuilds it (``--overwrite``); so is a damaged
-copy (no or an unreadable ``dataset_info.json``, lost class names).
+copy (no or an unreadable ``dataset_info.json``, lost class names) and one
+without every feature of the current schema. Copies live in a folder per
+builder version (``<data_dir>/<name>/<config>/<version>``), so a builder with
+a new version builds anew beside an older copy instead of reusing it.
 Experiments call ``ensure_all_built``, which builds only what is missing.
 
 User errors (an unknown name, a bad option, a manual_dir without the
@@ -45,7 +48,7 @@ import tensorflow_datasets as tfds
 
 from datasets.core.builder import METADATA_FILE, FaceOptions, RealMEBuilder, read_build_report, report_lines
 from datasets.core.layout import BUILD_FLAG, ManualDirError
-from merjax.data import pipeline
+from merjax.data import pipeline, schema
 from merjax.errors import UserError
 
 FILE_FORMAT = "array_record"
@@ -176,6 +179,14 @@ def _same_path(first: str | Path, second: str | Path) -> bool:
     return Path(first).expanduser().resolve() == Path(second).expanduser().resolve()
 
 
+def missing_features(prepared: tfds.core.DatasetBuilder) -> list[str]:
+    """Why a prepared copy (opened from its folder) lacks part of the current schema (empty when it has it all)."""
+    missing = sorted(schema.feature_names() - set(prepared.info.features.keys()))
+    if not missing:
+        return []
+    return [f"it has no feature(s) {', '.join(missing)}: an older version of its builder wrote it"]
+
+
 def stale_reasons(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> list[str]:
     """Why the prepared copy of ``builder`` does not match the request (empty when it does).
 
@@ -214,10 +225,11 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None, faces: Face
     With ``overwrite`` the copy is deleted first and rebuilt (a damaged one included).
 
     Raises:
-      UserError: when the prepared copy is damaged or stale (``stale_reasons``),
-        naming what and the exact command that rebuilds it (from the given
-        manual_dir, else the recorded one); when the manual_dir does not hold
-        the database (``ManualDirError``).
+      UserError: when the prepared copy is damaged, lacks features of the
+        schema (``missing_features``) or is stale (``stale_reasons``), naming
+        what and the exact command that rebuilds it (from the given manual_dir,
+        else the recorded one); when the manual_dir does not hold the database
+        (``ManualDirError``).
     """
     directory = prepared_dir(name, data_dir)
 
@@ -230,8 +242,8 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None, faces: Face
     if directory.exists() and overwrite:
         shutil.rmtree(directory)   # as TFDS would; also when the copy is too damaged for TFDS to reopen it
     if directory.exists():
-        pipeline.open_prepared(str(directory), rebuild_command=rebuild())
-        reasons = stale_reasons(make_builder(name, data_dir, faces), manual_dir)
+        prepared = pipeline.open_prepared(str(directory), rebuild_command=rebuild())
+        reasons = missing_features(prepared) or stale_reasons(make_builder(name, data_dir, faces), manual_dir)
         if reasons:
             raise UserError(f"the prepared copy {directory} does not match: {'; '.join(reasons)}; "
                             f"rebuild it: {rebuild()} (or use another data_dir)")

@@ -11,7 +11,11 @@ import tensorflow_datasets as tfds
 
 from datasets import build
 from datasets.core.builder import FaceOptions, read_build_report
+from datasets.casme2 import casme2
+from datasets.core import coded
 from datasets.core.layout import ManualDirError
+from datasets.core.quirks import QuirkLog
+from datasets.core.sheets import read_casme2_coding
 from merjax import stamps
 from merjax.data import schema
 from merjax.errors import UserError
@@ -21,8 +25,8 @@ from tests.fake_sheets import CasmeRow, SammRow, write_casme2_coding, write_samm
 FACES = FaceOptions(crop_size=32)
 
 CASME_ROWS = [
-    CasmeRow("01", "EP02_01f", 46, 48, 50, "happiness", 12),
-    CasmeRow("01", "EP19_05f", 10, "/", 14, "disgust", "4+7+L10"),   # apex '/'
+    CasmeRow("01", "EP02_01f", 46, 48, 50, "happiness", 12, 1),
+    CasmeRow("01", "EP19_05f", 10, "/", 14, "disgust", "4+7+L10", 4),   # apex '/'
     CasmeRow("02", "EP01_11f", 20, 23, 25, "repression", "14"),       # frame 23 missing on disk
     CasmeRow("02", "EP03_02", 5, 9, 9, "others", "R1"),               # apex == offset is valid
     CasmeRow("03", "EP01_2", 1, 2, 4, "fear", "4"),                   # not one of the 5 classes
@@ -82,6 +86,11 @@ def test_casme2_clips_spans_and_apexes(casme2_dir: str) -> None:
         "EP05_01": "surprise"}
     assert schema.decode_text(examples["EP02_01f"]["subject"]) == "sub01"
     assert float(examples["EP02_01f"]["fps"]) == 200.0
+    # the sheet's Action Units as written (a numeric cell 12 as '12') and Objective Classes 1..7 as 0..6
+    assert {clip: (schema.decode_text(e["action_units"]), int(e["objective_class"]))
+            for clip, e in examples.items()} == {
+        "EP02_01f": ("12", 0), "EP19_05f": ("4+7+L10", 3), "EP01_11f": ("14", 6), "EP03_02": ("R1", 6),
+        "EP05_01": ("1+2", 6)}
 
 
 def test_casme2_quirks_and_count_check(casme2_dir: str) -> None:
@@ -120,6 +129,16 @@ def test_casme2_four_class_and_cropped_tree_with_two_sheet_releases(tmp_path: Pa
                                          "others": 99}
 
 
+def test_casme2_20140508_sheet_keeps_action_units_without_objective_classes(casme2_root: Path,
+                                                                            tmp_path: Path) -> None:
+    sheet = write_casme2_coding(tmp_path / "CASME2-coding-20140508.xlsx", CASME_ROWS, release="20140508")
+    sources = coded.sheet_clips(read_casme2_coding(sheet, QuirkLog()), casme2_root / "CASME2_RAW_selected",
+                                 casme2.TREES["raw"][1], "casme2", casme2.FPS, QuirkLog())
+    assert {source.clip: (source.action_units, source.objective_class) for source in sources} == {
+        "EP02_01f": ("12", -1), "EP19_05f": ("4+7+L10", -1), "EP01_11f": ("14", -1), "EP03_02": ("R1", -1),
+        "EP01_2": ("4", -1), "EP05_01": ("1+2", -1)}
+
+
 def test_casme2_without_sheet_names_it(tmp_path: Path) -> None:
     fake.write_frames(tmp_path / "CASME2_RAW_selected" / "sub01" / "EP02_01f", fake.FakeClip(0, [1, 2]), "img{}.jpg")
     with pytest.raises(ManualDirError, match="no CASME2-coding-\\*.xlsx sheet found") as error:
@@ -128,9 +147,9 @@ def test_casme2_without_sheet_names_it(tmp_path: Path) -> None:
 
 
 SAMM_ROWS = [
-    SammRow("006", "006_1_2", 5562, 5564, 5566, "Anger"),
-    SammRow("007", "007_3_1", 100, 103, 104, "Happiness"),
-    SammRow("028", "028_4_1", 1130, 1143, 1134, "Contempt"),   # apex > offset, as in the real sheet
+    SammRow("006", "006_1_2", 5562, 5564, 5566, "Anger", "4+7", 3),
+    SammRow("007", "007_3_1", 100, 103, 104, "Happiness", "6+12", 1),
+    SammRow("028", "028_4_1", 1130, 1143, 1134, "Contempt", "(R6 or R12)+R15"),   # apex > offset, as in the sheet
     SammRow("025", "025_1_1", 10, 11, 12, "Other"),
 ]
 
@@ -157,6 +176,9 @@ def test_samm_both_sheet_releases_grayscale_as_three_channels(tmp_path: Path, re
     assert {clip: names[int(e["label"])] for clip, e in examples.items()} == {
         "006_1_2": "negative", "007_3_1": "positive", "028_4_1": "negative"}
     assert {clip: int(e["apex"]) for clip, e in examples.items()} == {"006_1_2": 2, "007_3_1": 3, "028_4_1": -1}
+    assert {clip: (schema.decode_text(e["action_units"]), int(e["objective_class"]))
+            for clip, e in examples.items()} == {
+        "006_1_2": ("4+7", 2), "007_3_1": ("6+12", 0), "028_4_1": ("(R6 or R12)+R15", 6)}
     for example in examples.values():
         frames = example["frames"]
         np.testing.assert_array_equal(frames[..., 0], frames[..., 1])

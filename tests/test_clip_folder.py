@@ -14,10 +14,10 @@ import tensorflow_datasets as tfds
 
 from datasets import build
 from datasets.clip_folder import clip_folder
-from datasets.core.builder import FaceOptions, read_build_report
+from datasets.core.builder import FaceOptions, RealMEBuilder, read_build_report
 from datasets.core.layout import ManualDirError
 from datasets.core.quirks import QuirkLog
-from merjax.data import schema
+from merjax.data import pipeline, schema
 from merjax.errors import UserError
 from tests import fake_databases as fake
 
@@ -25,11 +25,11 @@ FACES = FaceOptions(crop_size=32)
 FRAME = "frame_{:04d}.png"
 
 CSV = """\
-Subject, Clip ,Label,Onset,Apex,Offset,FPS,notes
-s1,c1,positive,1001,1004,1006,200,folder under its subject
-s2,c2,negative,,,,,flat folder without fps
-s2,v1,surprise,,2,,,video under its subject: the container's fps
-s3,v2.avi,negative,1,3,4,100,flat video named with its suffix; 0 and 5 trimmed
+Subject, Clip ,Label,Onset,Apex,Offset,FPS,notes,Action_Units,objective_class
+s1,c1,positive,1001,1004,1006,200,folder under its subject,6+12,1
+s2,c2,negative,,,,,flat folder without fps,,-1
+s2,v1,surprise,,2,,,video under its subject: the container's fps,L1+R2, II
+s3,v2.avi,negative,1,3,4,100,flat video named with its suffix; 0 and 5 trimmed,"AU4, AU7",
 ,,,,,,,
 s1,c1,surprise,,,,,duplicate of line 2
 s4,gone,positive,,,,,missing
@@ -101,6 +101,31 @@ def test_spans_apexes_and_fps(dataset_dir: str) -> None:
         first = example["landmarks"][0]
         assert first.min() >= 0 and first.max() <= 32, clip
         assert first[36:48].mean(0)[1] < first[48:68].mean(0)[1], clip   # eyes above the mouth
+
+
+def test_action_units_as_written_and_objective_classes_from_the_optional_columns(dataset_dir: str) -> None:
+    examples = fake.read_examples(dataset_dir)
+    assert {clip: (schema.decode_text(e["action_units"]), int(e["objective_class"]))
+            for clip, e in examples.items()} == {
+        "c1": ("6+12", 0), "c2": ("", -1), "v1": ("L1+R2", 1), "v2.avi": ("AU4, AU7", -1),
+        "c3": ("", -1), "c5": ("", -1)}   # short rows: no cells for the two columns
+
+
+def test_without_the_optional_columns_action_units_are_unknown(tmp_path: Path) -> None:
+    root = tmp_path / "mine"
+    _write_small_tree(root)
+    clip_set = pipeline.load_clips(build.build("clip_folder", str(tmp_path / "data"), str(root), faces=FACES), 16)
+    assert clip_set.action_units.tolist() == ["", "", ""] and clip_set.objective_classes.tolist() == [-1, -1, -1]
+
+
+@pytest.mark.parametrize("cell", ["0", "8", "VIII", "6+12", "2.5"])
+def test_bad_objective_class_names_file_line_and_value(tmp_path: Path, cell: str) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text(f"subject,clip,label,objective_class\ns0,z,sad,7\ns1,a,happy,{cell}\n")
+    with pytest.raises(UserError) as error:
+        clip_folder.read_labels_csv(path, QuirkLog())
+    assert str(error.value) == (f"{path} line 3: objective_class {cell!r} is not an objective class "
+                                "(1..7 or I..VII; empty or -1 = unknown)")
 
 
 def test_video_frames_are_rgb(dataset_dir: str) -> None:
@@ -202,7 +227,8 @@ def test_empty_or_wrong_manual_dir_shows_the_layout(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ManualDirError, match="does not exist or is empty") as error:
         build.build("clip_folder", str(tmp_path / "data"), str(tmp_path / "empty"), faces=FACES)
-    assert "ROOT/labels.csv" in str(error.value) and "subject,clip,label[,onset,apex,offset,fps]" in str(error.value)
+    assert "ROOT/labels.csv" in str(error.value)
+    assert "subject,clip,label[,onset,apex,offset,fps,action_units,objective_class]" in str(error.value)
     fake.write_frames(tmp_path / "no_csv" / "s1" / "a", fake.FakeClip(0, range(2)), FRAME)
     with pytest.raises(ManualDirError, match="no labels.csv found") as error:
         build.build("clip_folder", str(tmp_path / "data"), str(tmp_path / "no_csv"), faces=FACES)
@@ -297,7 +323,7 @@ def test_an_experiment_that_builds_the_copy_prints_its_report(tmp_path: Path,
     config.data.faces.crop_size = 32
     assert len(cv.load_clip_set(config)) == 3
     out = capsys.readouterr().out
-    assert f"built {tmp_path / 'data' / 'clip_folder' / 'default' / '1.0.0'}:" in out
+    assert f"built {tmp_path / 'data' / 'clip_folder' / 'default' / str(RealMEBuilder.VERSION)}:" in out
     assert "clips found: 3; written: 3 (happy 1, sad 2)" in out and "fixed    fps_unknown x3" in out
     cv.load_clip_set(config)   # reused: nothing to report
     assert "clips found" not in capsys.readouterr().out

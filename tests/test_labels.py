@@ -6,7 +6,7 @@ import pytest
 
 from datasets.casme2 import casme2
 from datasets.samm import samm
-from merjax.data import labels
+from merjax.data import labels, schema
 
 
 def test_megc3_map_gives_the_challenge_table_for_samm() -> None:
@@ -35,3 +35,37 @@ def test_four_class_map_is_seed_003s_regrouping() -> None:
 @pytest.mark.parametrize("word,expected", [("Anger", 0), (" happiness ", 1), ("Other", None), ("tense", None)])
 def test_label_of_is_case_and_space_insensitive_and_excludes_unknown_words(word: str, expected: int | None) -> None:
     assert labels.label_of(word, labels.MEGC3_MAP, labels.MEGC_3) == expected
+
+
+# The objective-class table of reference/datasets-more.md §3 (Davison et al.), as written there.
+OBJECTIVE_TABLE = {
+    "I": "AU6, AU12, AU6+12, AU6+7+12, AU7+12",
+    "II": "AU1+2, AU5, AU25, AU1+2+25, AU25+26, AU5+24",
+    "III": "AU23, AU4, AU4+7, AU4+5, AU4+5+7, AU17+24, AU4+6+7, AU4+38",
+    "IV": "AU10, AU9, AU4+9, AU4+40, AU4+5+40, AU4+7+9, AU4+9+17, AU4+7+10, AU4+5+7+9, AU7+10",
+    "V": "AU1, AU15, AU1+4, AU6+15, AU15+17",
+    "VI": "AU1+2+4, AU20",
+}
+
+
+def test_objective_class_of_every_combination_of_the_table() -> None:
+    for index, (name, row) in enumerate(OBJECTIVE_TABLE.items()):
+        assert schema.OBJECTIVE_CLASSES[index] == name
+        for combination in row.split(", "):
+            units = [int(au) for au in combination.removeprefix("AU").split("+")]
+            assert labels.objective_class_of(units) == index, combination
+            assert labels.objective_class_of(reversed(units)) == index, combination   # a set: order is free
+    assert sum(len(row.split(", ")) for row in OBJECTIVE_TABLE.values()) == sum(
+        len(combinations) for combinations in labels.OBJECTIVE_CLASS_AUS)
+
+
+@pytest.mark.parametrize("units, expected", [
+    ({14}, "VII"), ({1, 2, 5}, "VII"), ({4, 15}, "VII"), ({6, 12, 25}, "VII"),   # not listed: others
+    ({12, 6}, "I"), ({24, 17}, "III"),
+])
+def test_combinations_the_table_does_not_list_are_others(units: set[int], expected: str) -> None:
+    assert labels.objective_class_of(units) == schema.OBJECTIVE_CLASSES.index(expected)
+
+
+def test_no_action_unit_has_no_objective_class() -> None:
+    assert labels.objective_class_of(()) == schema.UNKNOWN_OBJECTIVE_CLASS == -1

@@ -31,13 +31,14 @@ def composite_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
         fake.write_frames(casme2 / "CASME2_RAW_selected" / "sub01" / clip, fake.FakeClip(2, range(10, 14)),
                           "img{}.jpg")
     write_casme2_coding(casme2 / "CASME2-coding-20190701.xlsx", [
-        CasmeRow("01", "EP02_01f", 10, 11, 13, "happiness"),
+        CasmeRow("01", "EP02_01f", 10, 11, 13, "happiness", "6+12", 1),
         CasmeRow("01", "EP19_05f", 10, 12, 13, "others"),      # the list says negative (0)
     ])
     samm = root / "SAMM"
     fake.write_frames(samm / "SAMM" / "006" / "006_1_2", fake.FakeClip(3, range(5562, 5566)), "006_{:05d}.jpg",
                       grayscale=True)
-    write_samm_codes(samm / "SAMM_Micro_FACS_Codes_v2.xlsx", [SammRow("006", "006_1_2", 5562, 5563, 5565, "Anger")])
+    write_samm_codes(samm / "SAMM_Micro_FACS_Codes_v2.xlsx",
+                     [SammRow("006", "006_1_2", 5562, 5563, 5565, "Anger", "4+L10", 4)])
     return build.build("megc2019/composite", str(tmp_path_factory.mktemp("data")), str(root), faces=FACES)
 
 
@@ -51,6 +52,11 @@ def test_listed_clips_are_found_across_the_three_databases(composite_dir: str) -
     assert {key: float(e["fps"]) for key, e in examples.items()}[("smic", "s1", "s1_ne_01")] == 100.0
     assert schema.decode_text(examples[("samm", "006", "006_1_2")]["emotion"]) == "Anger"
     assert int(examples[("casme2", "sub01", "EP02_01f")]["apex"]) == 1
+    # action units and objective classes from the CASME II and SAMM sheets; SMIC codes none
+    assert {key: (schema.decode_text(e["action_units"]), int(e["objective_class"])) for key, e in examples.items()} == {
+        ("smic", "s1", "s1_ne_01"): ("", -1), ("smic", "s1", "s1_po_01"): ("", -1),
+        ("smic", "s1", "s1_sur_01"): ("", -1), ("casme2", "sub01", "EP02_01f"): ("6+12", 0),
+        ("casme2", "sub01", "EP19_05f"): ("4", 6), ("samm", "006", "006_1_2"): ("4+L10", 3)}
 
 
 def test_missing_and_relabelled_clips_are_counted(composite_dir: str) -> None:
@@ -65,6 +71,10 @@ def test_missing_and_relabelled_clips_are_counted(composite_dir: str) -> None:
 
 def test_composite_loso_keeps_databases_apart(composite_dir: str) -> None:
     clip_set = pipeline.load_clips(composite_dir, image_size=16)
+    assert sorted(zip(clip_set.clip_ids, clip_set.action_units, clip_set.objective_classes.tolist())) == [
+        ("006_1_2", "4+L10", 3), ("EP02_01f", "6+12", 0), ("EP19_05f", "4", 6), ("s1_ne_01", "", -1),
+        ("s1_po_01", "", -1), ("s1_sur_01", "", -1)]
+    assert clip_set.objective_classes.dtype == np.int32
     folds = protocols.composite_loso(clip_set.datasets, clip_set.subjects, clip_set.labels, val_subjects=0)
     assert sorted(fold.name for fold in folds) == ["loso_casme2/sub01", "loso_samm/006", "loso_smic/s1"]
     for fold in folds:

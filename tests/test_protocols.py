@@ -121,6 +121,19 @@ def test_loso_one_fold_per_subject_in_natural_order(seed):
         assert len(set(subjects[fold.val])) == 2
 
 
+def test_natural_key_orders_numbers_by_value_then_case_and_padding_by_text():
+    names = ["s10", "S3", "s2", "sub1", "s1", "sub01", "S1", "006", "6", "s1_ne_10", "s1_ne_9", "EP02_01f", "ep2"]
+    expected = ["006", "6", "ep2", "EP02_01f", "S1", "s1", "s1_ne_9", "s1_ne_10", "s2", "S3", "s10", "sub01", "sub1"]
+    assert sorted(names, key=protocols.natural_key) == expected
+    # a total order: the input's order never decides between ids the rules call equal
+    assert sorted(reversed(names), key=protocols.natural_key) == expected
+
+
+def test_loso_folds_follow_the_natural_order_of_mixed_case_subjects():
+    folds = protocols.loso(["s10", "S2", "s1", "s10", "S2", "s1"], [0, 1, 0, 1, 0, 1], val_subjects=0)
+    assert [fold.name for fold in folds] == ["loso_s1", "loso_S2", "loso_s10"]
+
+
 def test_loso_is_deterministic_per_seed():
     subjects, labels = random_dataset(3)
     first = protocols.loso(subjects, labels, seed=4)

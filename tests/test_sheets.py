@@ -10,8 +10,8 @@ import pytest
 
 from datasets.core.quirks import QuirkLog
 from merjax.errors import UserError
-from datasets.core.sheets import (CodedClip, ListedClip, disk_names, read_casme2_coding, read_megc_list,
-                                  read_samm_codes)
+from datasets.core.sheets import (CodedClip, ListedClip, disk_names, objective_class_index, read_casme2_coding,
+                                  read_megc_list, read_samm_codes)
 from tests.fake_sheets import CasmeRow, SammRow, write_casme2_coding, write_samm_codes
 
 MEGC_LIST = Path("/work/shared/data/megc2019_composite_3class.csv")   # the official 442-row list the project ships
@@ -32,9 +32,10 @@ SAMM_ROWS = [
 
 
 def _expected(row: CasmeRow | SammRow, number: int, objective: bool = True) -> CodedClip:
+    """The record of ``row``: the sheet's objective class 1..7 as the index 0..6 (None without the column)."""
     return CodedClip(subject=row.subject_folder, clip=row.clip, onset=row.onset, apex=row.apex, offset=row.offset,
                      emotion=row.emotion, action_units=str(row.action_units),
-                     objective_class=row.objective_class if objective else None, row=number)
+                     objective_class=row.objective_class - 1 if objective else None, row=number)
 
 
 # ------------------------------------------------------------------------------------------ round trips
@@ -52,6 +53,8 @@ def test_casme2_20190701_round_trip(tmp_path):
     quirks = QuirkLog()
     clips = read_casme2_coding(path, quirks)
     assert clips == [_expected(row, number) for number, row in enumerate(CASME_ROWS, start=2)]
+    assert [(clip.action_units, clip.objective_class) for clip in clips] == [
+        ("12", 0), ("4+7+L10", 3), ("L10", 6), ("15", 4), ("1+2", 5)]
     assert quirks.kinds() == {}
 
 
@@ -76,6 +79,8 @@ def test_samm_v2_round_trip(tmp_path):
     quirks = QuirkLog()
     clips = read_samm_codes(path, quirks)
     assert clips == [_expected(row, number) for number, row in enumerate(SAMM_ROWS, start=15)]
+    assert [(clip.action_units, clip.objective_class) for clip in clips] == [
+        ("4+7", 2), ("4", 2), ("(R6 or R12)+R15", 6), ("24", 6)]
     assert quirks.kinds() == {}
 
 
@@ -177,6 +182,34 @@ def test_subject_text_and_number_agree(tmp_path):
     number = read_casme2_coding(write_casme2_coding(tmp_path / "b.xlsx", [
         CasmeRow(1, "EP02_01f", 46, 59, 86, "happiness", "12", 1)]), QuirkLog())
     assert text == number and text[0].subject == "sub01"
+
+
+@pytest.mark.parametrize("cell, index", [(1, 0), (7, 6), (7.0, 6), (" 3 ", 2), ("I", 0), ("vii", 6), (" IV ", 3)])
+def test_objective_class_as_written_gives_its_index(cell, index):
+    assert objective_class_index(cell) == index
+
+
+@pytest.mark.parametrize("cell", [0, 8, -1, 3.5, "3.5", "VIII", "others", True, "1+2"])
+def test_objective_class_outside_i_to_vii_is_none(cell):
+    assert objective_class_index(cell) is None
+
+
+@pytest.mark.parametrize("reader, write, first_row, column", [
+    (read_casme2_coding, lambda path, rows: write_casme2_coding(path, rows), 2, "J"),
+    (read_samm_codes, lambda path, rows: write_samm_codes(path, rows), 15, "K"),
+])
+@pytest.mark.parametrize("cell", [8, 0, "x", 2.5])
+def test_bad_objective_class_names_file_sheet_row_and_column(tmp_path, reader, write, first_row, column, cell):
+    row_type = CasmeRow if reader is read_casme2_coding else SammRow
+    rows = [row_type("01", "EP01_01", 1, 2, 3, "others", "4", 3),
+            row_type("01", "EP01_02", 1, 2, 3, "others", "4", cell)]
+    path = write(tmp_path / "codes.xlsx", rows)
+    with pytest.raises(UserError) as raised:
+        reader(path, QuirkLog())
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: sheet ")
+    assert f" row {first_row + 1} column {column} (Objective Classes): objective class {cell!r} is not 1..7" in message
 
 
 # ------------------------------------------------------------------------------------------ errors

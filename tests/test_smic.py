@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from datasets import build
-from datasets.core.builder import FaceOptions, read_build_report, report_lines
+from datasets.core.builder import FaceOptions, RealMEBuilder, read_build_report, report_lines
 from datasets.core.layout import ManualDirError
 from merjax.data import schema
 from tests import fake_databases as fake
@@ -72,6 +72,8 @@ def test_frames_span_the_readable_frames_with_no_apex(hs_4class_dir: str) -> Non
         assert example["frames"].shape[1:] == (32, 32, 3)
         assert (int(example["onset"]), int(example["apex"]), int(example["offset"])) == (0, -1, lengths[clip] - 1)
         assert float(example["fps"]) == 100.0
+        # SMIC codes no action units
+        assert (schema.decode_text(example["action_units"]), int(example["objective_class"])) == ("", -1)
 
 
 def test_landmarks_are_on_the_face_in_the_crop(hs_4class_dir: str) -> None:
@@ -166,7 +168,7 @@ def test_cli_prints_the_build_report_and_the_dataset_dir(smic_root: Path, tmp_pa
     out = capsys.readouterr().out
     assert "clips found: 4; written: 3 (negative 1, positive 1, surprise 1)" in out
     assert "count check: DIFFERS" in out and "fixed    frame_gap x1" in out and "skipped  no_face x1" in out
-    assert out.strip().splitlines()[-1] == str(tmp_path / "smic" / "hs" / "1.0.0")
+    assert out.strip().splitlines()[-1] == str(tmp_path / "smic" / "hs" / str(RealMEBuilder.VERSION))
 
 
 @pytest.mark.parametrize("options,message", [

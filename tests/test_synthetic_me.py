@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +19,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from datasets import build
-from datasets.synthetic_me import render, synthetic_me
-from merjax.data import labels, schema
+from datasets.synthetic_me import difficulty, render, synthetic_me
+from merjax.data import labels, pipeline, schema
+from merjax.errors import UserError
 
 TINY = "synthetic_me/tiny"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +60,7 @@ def tiny_examples(tiny_dir: str) -> list[dict]:
 
 def test_ensure_built_returns_the_prepared_directory_and_reuses_it(tiny_dir: str) -> None:
     assert (Path(tiny_dir) / "dataset_info.json").is_file()
-    assert Path(tiny_dir).name == "1.0.0" and Path(tiny_dir).parent.name == "tiny"
+    assert Path(tiny_dir).name == "1.1.0" and Path(tiny_dir).parent.name == "tiny"
     records = sorted(Path(tiny_dir).glob("*.array_record*"))
     mtimes = [f.stat().st_mtime_ns for f in records]
     data_dir = str(Path(tiny_dir).parents[2])
@@ -111,6 +114,9 @@ def test_stored_clips_match_the_ground_truth_and_start_neutral(tiny_examples: li
         np.testing.assert_allclose(example["landmarks"][0], neutral, atol=1e-4)
         apex = int(example["apex"])
         assert np.linalg.norm(truth.rendered.expression[apex], axis=1).max() > 0.1
+        # the AUs it rendered, and the objective class they make by Davison et al.'s table
+        assert schema.decode_text(example["action_units"]) == "+".join(map(str, sorted(truth.action_units)))
+        assert int(example["objective_class"]) == labels.objective_class_of(truth.action_units)
         assert np.abs(example["landmarks"][apex] - example["landmarks"][0]).max() > 0.01
 
 
@@ -118,7 +124,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path: Pat
     # Another process, through the CLI: protobuf map order differs between processes.
     subprocess.run([sys.executable, "-m", "datasets.build", TINY, f"--data_dir={tmp_path / 'again'}"],
                    cwd=REPO_ROOT, check=True, capture_output=True)
-    again = tmp_path / "again" / "synthetic_me" / "tiny" / "1.0.0"
+    again = tmp_path / "again" / "synthetic_me" / "tiny" / str(synthetic_me.SyntheticMe.VERSION)
     assert _record_bytes(str(again)) == _record_bytes(tiny_dir)
     other = _build_config(dataclasses.replace(synthetic_me.TINY, name="tiny_seed1", seed=1), tmp_path / "other")
     assert _record_bytes(other).keys() == _record_bytes(tiny_dir).keys()
@@ -177,6 +183,109 @@ def test_non_micro_clips_move_no_action_unit() -> None:
         clip = synthetic_me.synthesize_clip(config, spec)
         assert clip.action_units == {} and not clip.rendered.expression.any()
         assert spec.clip == f"s1_nm_{spec.number:02d}"
+        example = synthetic_me.to_example(config, clip)
+        assert (example["action_units"], example["objective_class"]) == ("", -1)
+
+
+def test_action_units_and_objective_classes_of_the_tiny_config(tiny_examples: list[dict]) -> None:
+    stored = collections.Counter((schema.decode_text(e["emotion"]), schema.decode_text(e["action_units"]),
+                                  int(e["objective_class"])) for e in tiny_examples)
+    # positive clips render 6+12 (class I); surprise 1+2 (II) or 1+2+5 (not in the table: VII, others);
+    # negative a mix of 4, 9, 14, 15 (4: III; others VII here)
+    assert stored == {
+        ("positive", "6+12", 0): 8, ("surprise", "1+2", 1): 3, ("surprise", "1+2+5", 6): 5,
+        ("negative", "4", 2): 3, ("negative", "9+15", 6): 2, ("negative", "14", 6): 2, ("negative", "4+14+15", 6): 1}
+
+
+# --------------------------------------------------------------------------- #
+# A prepared copy written by an older version (1.0.0: no action units).
+# --------------------------------------------------------------------------- #
+
+ADDED_IN_1_1_0 = ("action_units", "objective_class")
+
+
+@pytest.fixture(scope="module")
+def old_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``synthetic_me/tiny`` as version 1.0.0 wrote it: the schema before action units, in folder 1.0.0."""
+    current_features, current_example = schema.features, synthetic_me.to_example
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(schema, "features", lambda *args: tfds.features.FeaturesDict(
+            {name: feature for name, feature in current_features(*args).items() if name not in ADDED_IN_1_1_0}))
+        patch.setattr(schema, "validate", lambda example, where: None)
+        patch.setattr(synthetic_me, "to_example", lambda config, clip: {
+            name: value for name, value in current_example(config, clip).items() if name not in ADDED_IN_1_1_0})
+        patch.setattr(synthetic_me.SyntheticMe, "VERSION", tfds.core.Version("1.0.0"))
+        old = build.build(TINY, str(tmp_path_factory.mktemp("old")))
+    assert Path(old).name == "1.0.0" and "action_units" not in _read_all(old)[0]
+    return old
+
+
+def _copy_data_dir(dataset_dir: str, into: Path, version: str | None = None) -> Path:
+    """Copies a prepared ``synthetic_me/tiny`` copy into a new data_dir (its folder named ``version``)."""
+    copy = into / "synthetic_me" / "tiny" / (version or Path(dataset_dir).name)
+    shutil.copytree(dataset_dir, copy)
+    return copy
+
+
+def test_load_clips_refuses_an_older_copy_naming_the_rebuild_command(old_tiny_dir: str, tmp_path: Path) -> None:
+    old = _copy_data_dir(old_tiny_dir, tmp_path / "data")
+    with pytest.raises(UserError) as error:
+        pipeline.load_clips(str(old), 32)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{old}: record 0 (clip ")
+    assert "no feature(s) action_units, objective_class: written by an older version of its builder" in message
+    command = message.split("rebuild it: ")[1]
+    assert command == f"python -m datasets.build synthetic_me/tiny --data_dir={tmp_path / 'data'} --overwrite"
+    build.main(shlex.split(command)[3:])   # the command as printed builds the current version beside the old copy
+    rebuilt = tmp_path / "data" / "synthetic_me" / "tiny" / str(synthetic_me.SyntheticMe.VERSION)
+    clip_set = pipeline.load_clips(str(rebuilt), 32)
+    assert "6+12" in clip_set.action_units and (clip_set.objective_classes >= 0).any()
+    assert old.is_dir()
+
+
+def test_ensure_all_built_builds_the_new_version_beside_an_older_copy(old_tiny_dir: str, tmp_path: Path) -> None:
+    old = _copy_data_dir(old_tiny_dir, tmp_path / "data")
+    (prepared,) = build.ensure_all_built(TINY, str(tmp_path / "data"))
+    assert prepared.built and Path(prepared.directory) == old.parent / "1.1.0"
+    clip_set = pipeline.load_clips(prepared.directory, 32)
+    # the frames and labels of the older copy, now with action units
+    old_examples = {schema.decode_text(e["clip"]): e for e in _read_all(str(old))}
+    for index, clip in enumerate(clip_set.clip_ids):
+        np.testing.assert_array_equal(clip_set.frames[index], old_examples[clip]["frames"])
+        assert clip_set.labels[index] == int(old_examples[clip]["label"])
+    assert clip_set.action_units.dtype.kind == "U" and clip_set.objective_classes.dtype == np.int32
+    assert build.ensure_all_built(TINY, str(tmp_path / "data"))[0].built is False
+
+
+def test_a_copy_without_the_new_features_in_the_current_folder_is_refused(old_tiny_dir: str, tmp_path: Path) -> None:
+    _copy_data_dir(old_tiny_dir, tmp_path / "data", version=str(synthetic_me.SyntheticMe.VERSION))
+    with pytest.raises(UserError) as error:
+        build.ensure_all_built(TINY, str(tmp_path / "data"))
+    assert str(error.value) == (
+        f"the prepared copy {tmp_path / 'data' / 'synthetic_me' / 'tiny' / '1.1.0'} does not match: it has no "
+        "feature(s) action_units, objective_class: an older version of its builder wrote it; rebuild it: "
+        f"python -m datasets.build synthetic_me/tiny --data_dir={tmp_path / 'data'} --overwrite "
+        "(or use another data_dir)")
+
+
+# --------------------------------------------------------------------------- #
+# The difficulty report (reads the copy with pipeline.load_clips).
+# --------------------------------------------------------------------------- #
+
+def test_difficulty_report_on_the_tiny_config(tiny_dir: str, capsys: pytest.CaptureFixture[str]) -> None:
+    difficulty.main([f"--data_dir={Path(tiny_dir).parents[2]}", "--config=tiny", "--folds=2", "--grid=4"])
+    out = capsys.readouterr().out
+    assert out.startswith("synthetic_me/tiny: 24 clips, 4 subjects, classes {'negative': 8, 'positive': 8, "
+                          "'surprise': 8}; 2-fold by subject")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| features")]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| chance: majority class", "| chance: uniform random guess (expected)",
+        *(f"| {name}" for name in difficulty.BASELINES)]
+    for row in rows:
+        accuracy, uar, uf1 = (float(cell) for cell in row.strip(" |").split(" | ")[1:])
+        assert 0.0 <= min(accuracy, uar, uf1) and max(accuracy, uar, uf1) <= 1.0
+    assert "median largest non-rigid landmark motion at apex (AU + blink)" in out
 
 
 # --------------------------------------------------------------------------- #

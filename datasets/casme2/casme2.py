@@ -8,6 +8,8 @@ name, blank columns, Subject as text '01', apex '/' -> unknown). When several
 sheets lie in manual_dir the newest date is used (counted). Frame numbers come
 from file names, stray files are counted. Known emotion counts per release
 (reference/datasets.md §2.4) give the totals the build is checked against.
+Each example keeps the sheet's Action Units as written and its Objective Class
+(1..7 stored as 0..6); the 20140508 sheet has no objective classes (-1).
 """
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ Example ``/data/my_me``::
 
 with ``labels.csv``::
 
-    subject,clip,label,onset,apex,offset,fps
-    s01,happy_1,positive,1,4,9,200
-    s01,sad_2,negative,,12,,
-    s02,take_07,surprise,7,9,11,100
+    subject,clip,label,onset,apex,offset,fps,action_units,objective_class
+    s01,happy_1,positive,1,4,9,200,6+12,1
+    s01,sad_2,negative,,12,,,,
+    s02,take_07,surprise,7,9,11,100,AU1+AU2,II
 
 Examples have the schema of every merjax builder (faces cropped at build time
 with the shared core, ``dataset`` = ``clip_folder``), so every experiment runs
@@ -38,6 +38,11 @@ ignored):
 * ``fps`` (optional): frames per second. A video without it takes its
   container's rate; a frame folder without it (or a video whose container has
   no rate) stores 0.0 and counts ``fps_unknown``. Repeat it on every row.
+* ``action_units`` (optional): the clip's FACS action units, stored exactly
+  as written ('' when absent or empty).
+* ``objective_class`` (optional): the objective class of Davison et al., 1..7
+  or I..VII, stored as 0..6 (empty, -1 or no column = unknown, -1); any other
+  value raises ``UserError`` naming the file, line and value.
 
 **Classes**: the sorted (Python string order) set of the labels of the accepted
 CSV rows, so the class set and label ids depend only on the CSV, not on which
@@ -92,6 +97,7 @@ from datasets.core import layout
 from datasets.core.builder import ClipSource, RealMEBuilder, RealMEConfig, clip_example, face_example
 from datasets.core.frames import IGNORED_FILES, frame_pattern, list_frames
 from datasets.core.quirks import QuirkLog
+from datasets.core.sheets import objective_class_index
 from merjax import faces as face_ops
 from merjax import stamps
 from merjax.data import schema
@@ -101,7 +107,7 @@ DATASET = "clip_folder"
 CSV_NAME = "labels.csv"
 REQUIRED_COLUMNS = ("subject", "clip", "label")
 SPAN_COLUMNS = ("onset", "apex", "offset")
-OPTIONAL_COLUMNS = (*SPAN_COLUMNS, "fps")
+OPTIONAL_COLUMNS = (*SPAN_COLUMNS, "fps", "action_units", "objective_class")
 HEADER = ",".join(REQUIRED_COLUMNS) + "[," + ",".join(OPTIONAL_COLUMNS) + "]"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 FRAME = frame_pattern(r".*?")       # the number is the last run of digits before the suffix
@@ -136,6 +142,8 @@ class CsvRow:
     apex: int | None = None
     offset: int | None = None
     fps: float | None = None
+    action_units: str = ""
+    objective_class: int = schema.UNKNOWN_OBJECTIVE_CLASS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +181,16 @@ def _fps_cell(path: Path, line: int, text: str) -> float | None:
     return value
 
 
+def _objective_class_cell(path: Path, line: int, text: str) -> int:
+    if text in UNKNOWN_CELLS:
+        return schema.UNKNOWN_OBJECTIVE_CLASS
+    index = objective_class_index(text)
+    if index is None:
+        raise UserError(f"{path} line {line}: objective_class {text!r} is not an objective class "
+                        f"(1..7 or I..VII; empty or -1 = unknown)")
+    return index
+
+
 def _cell(cells: Sequence[str], columns: Mapping[str, int], name: str) -> str:
     index = columns.get(name)
     return cells[index].strip() if index is not None and index < len(cells) else ""
@@ -200,8 +218,9 @@ def read_labels_csv(path: str | Path, quirks: QuirkLog) -> list[CsvRow]:
 
     Raises:
       UserError: naming the file and line: no header, a missing required
-        column, an empty subject/clip/label cell, a bad onset/apex/offset/fps
-        value, onset after offset, or more cells than header columns.
+        column, an empty subject/clip/label cell, a bad onset/apex/offset/fps/
+        objective_class value, onset after offset, or more cells than header
+        columns.
     """
     path = Path(path)
     try:
@@ -230,6 +249,7 @@ def read_labels_csv(path: str | Path, quirks: QuirkLog) -> list[CsvRow]:
             subject, clip, label = (_cell(cells, columns, name) for name in REQUIRED_COLUMNS)
             onset, apex, offset = (_frame_cell(path, line, name, _cell(cells, columns, name)) for name in SPAN_COLUMNS)
             fps = _fps_cell(path, line, _cell(cells, columns, "fps"))
+            objective_class = _objective_class_cell(path, line, _cell(cells, columns, "objective_class"))
             if onset is not None and offset is not None and onset > offset:
                 raise UserError(f"{path} line {line}: onset {onset} is after offset {offset}")
             where = f"{DATASET} {subject}/{clip}"
@@ -241,7 +261,8 @@ def read_labels_csv(path: str | Path, quirks: QuirkLog) -> list[CsvRow]:
                 quirks.skipped("duplicate_row", where, f"{path.name} line {line} repeats line {seen[subject, clip]}")
                 continue
             seen[subject, clip] = line
-            rows.append(CsvRow(line, subject, clip, label, onset, apex, offset, fps))
+            rows.append(CsvRow(line, subject, clip, label, onset, apex, offset, fps,
+                               _cell(cells, columns, "action_units"), objective_class))
     except csv.Error as error:
         raise UserError(f"{path} line {reader.line_num}: {error}") from error
     return rows
@@ -324,7 +345,8 @@ def find_clips(root: Path, rows: Sequence[CsvRow], names: Sequence[str], quirks:
         common: dict[str, Any] = {
             "dataset": DATASET, "subject": row.subject, "clip": row.clip, "emotion": row.label,
             "fps": row.fps or 0.0, "onset": row.onset, "apex": row.apex, "offset": row.offset,
-            "label": names.index(row.label)}
+            "label": names.index(row.label), "action_units": row.action_units,
+            "objective_class": row.objective_class}
         if path.is_dir():
             frames = list_frames(path, FRAME, where, quirks)
             if not frames:

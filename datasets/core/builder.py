@@ -92,7 +92,9 @@ class ClipSource:
 
     ``onset``/``offset`` (None: the folder spans the clip) select the frames
     kept; ``apex`` None means unknown. ``label`` set by the builder overrides the
-    config's label map (the MEGC list gives labels itself).
+    config's label map (the MEGC list gives labels itself). ``action_units`` is
+    the database's AU string as written ('' where it codes none) and
+    ``objective_class`` the objective class index 0..6 (I..VII), -1 unknown.
     """
 
     dataset: str
@@ -105,6 +107,8 @@ class ClipSource:
     apex: int | None = None
     offset: int | None = None
     label: int | None = None
+    action_units: str = ""
+    objective_class: int = schema.UNKNOWN_OBJECTIVE_CLASS
 
     @property
     def where(self) -> str:
@@ -231,14 +235,21 @@ def face_example(source: ClipSource, images: np.ndarray, numbers: Sequence[int],
         "apex": apex_index(source, numbers, quirks),
         "offset": len(images) - 1,
         "fps": source.fps,
+        "action_units": source.action_units,
+        "objective_class": source.objective_class,
     }
 
 
 class RealMEBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the licensed-database builders; subclasses give ``LAYOUT`` and ``find_clips``."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "Examples carry action_units (the AU string as the coding sheet or labels.csv writes it; '' "
+                 "where none is given, e.g. SMIC) and objective_class (I..VII as 0..6; -1 where none is given, "
+                 "e.g. SMIC or the CASME II 20140508 sheet).",
+    }
     LAYOUT = ""   # the expected manual_dir layout, shown in instructions and errors
 
     def __init__(self, *, faces: FaceOptions | None = None, **kwargs: Any) -> None:

@@ -1,6 +1,7 @@
 """Clips of the databases that ship a coding sheet (CASME II, SAMM): sheet rows matched to frame folders.
 
-The sheet lists the clips (subject, Filename, onset/apex/offset, emotion); the
+The sheet lists the clips (subject, Filename, onset/apex/offset, emotion, action
+units, objective class where the release has it); the
 frame tree holds ``<subject>/<Filename>/`` folders. A listed clip without a
 folder is skipped and counted (``missing_clip_folder``), a folder the sheet
 does not list is counted too (``unlisted_clip_folder``), and subject folders
@@ -14,11 +15,12 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from datasets.core import layout
 from datasets.core.builder import ClipSource
 from datasets.core.frames import IGNORED_FILES, list_frames
 from datasets.core.quirks import QuirkLog
 from datasets.core.sheets import CodedClip
+from merjax.data import schema
+from merjax.data.protocols import natural_key
 
 _NUMBER = re.compile(r"(\d+)")
 
@@ -31,7 +33,7 @@ def _subject_number(name: str) -> int | None:
 def subject_folders(tree: Path, where: str, quirks: QuirkLog) -> dict[int, Path]:
     """The subject folders of ``tree`` by subject number; files at this level are stray (counted)."""
     folders: dict[int, Path] = {}
-    for entry in sorted(tree.iterdir(), key=lambda path: layout.natural_key(path.name)):
+    for entry in sorted(tree.iterdir(), key=lambda path: natural_key(path.name)):
         number = _subject_number(entry.name) if entry.is_dir() else None
         if number is None or number in folders:
             quirks.skipped("stray_entry", where, entry.name)
@@ -74,8 +76,10 @@ def sheet_clips(coded: Sequence[CodedClip], tree: Path, frame_pattern: re.Patter
         if not frames:
             quirks.skipped("empty_clip_folder", where, "no frame files")
             continue
-        sources.append(ClipSource(dataset, row.subject, row.clip, row.emotion, tuple(frames), fps,
-                                  onset=row.onset, apex=row.apex, offset=row.offset))
+        sources.append(ClipSource(
+            dataset, row.subject, row.clip, row.emotion, tuple(frames), fps, onset=row.onset, apex=row.apex,
+            offset=row.offset, action_units=row.action_units,
+            objective_class=schema.UNKNOWN_OBJECTIVE_CLASS if row.objective_class is None else row.objective_class))
     for number, subject_folder in folders.items():
         for entry in sorted(subject_folder.iterdir()):
             if not entry.is_dir():

@@ -57,11 +57,6 @@ def find_files(root: Path, accept: Callable[[Path], bool], max_depth: int = SEAR
                   if path.is_file() and accept(path))
 
 
-def natural_key(name: str) -> list[int | str]:
-    """Sort key putting ``s2`` before ``s10``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
 def listing(root: Path) -> str:
     """A short listing of ``root`` for error messages."""
     if not root.is_dir():

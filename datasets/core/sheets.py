@@ -4,12 +4,12 @@ The real files are untidy, and their layout changes between releases:
 
 * ``CASME2-coding-20140508.xlsx`` and ``CASME2-coding-20190701.xlsx`` have a
   header in row 1 with two blank columns. The 2019 file adds
-  ``Objective Classes`` and two empty sheets. Subject is text (``'01'``), one
-  apex is ``'/'``, and Action Units mix numbers and text.
+  ``Objective Classes`` (1..7) and two empty sheets. Subject is text
+  (``'01'``), one apex is ``'/'``, and Action Units mix numbers and text.
 * ``SAMM_Micro_FACS_Codes_v2.xlsx`` (sheet ``MICRO_ONLY``) has 13 rows of
   preamble before the header in row 14. The ``SAMM_20181215`` release has a
   single header row in which column 8 is called ``Type``, not ``Micro``. Two
-  apexes lie outside onset..offset.
+  apexes lie outside onset..offset. Objective Classes are 1..7.
 * The MEGC 2019 composite list is a headerless CSV with ``dataset,subject,clip,label``
   rows. Its subject ids are not the folder names on disk. The copy on the
   official website also has blank ``,,,`` rows between the data rows.
@@ -20,6 +20,14 @@ names on disk. Each quirk is recorded in a :class:`~datasets.core.quirks.QuirkLo
 under its kind; nothing is dropped silently. A file that cannot be read, or
 that has no header, raises ``ValueError`` naming the file (and the row, column
 or line). The readers return plain records, and the builders choose the labels.
+
+Action Units are kept as written (a whole-number cell ``12`` becomes ``'12'``).
+Objective classes (I..VII of Davison et al.) are read as 1..7 (``7``, ``7.0``,
+``'7'``) or Roman ``'VII'`` and kept as the index 0..6. A sheet without the
+column (CASME II 20140508) gives unknown (None); a blank cell is unknown and
+counted (``objective_class_missing``); any other value raises ``UserError``
+naming the file, sheet, row and column: guessing a class would put a wrong
+target in the data.
 """
 
 from __future__ import annotations
@@ -31,8 +39,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import openpyxl
+from openpyxl.utils import get_column_letter
 
 from datasets.core.quirks import QuirkLog
+from merjax.data import schema
 from merjax.errors import UserError
 
 HEADER_SCAN_ROWS = 30          # the header must lie within the first rows of a sheet (SAMM v2: row 14)
@@ -61,7 +71,9 @@ class CodedClip:
     ``subject``: CASME II ``'sub01'``, SAMM ``'006'``. ``clip`` is the Filename
     cell, stripped, never validated. Frames are ``None`` when unknown.
     ``emotion`` is the sheet's word (stripped, case kept), and ``row`` is the
-    1-based row in the sheet.
+    1-based row in the sheet. ``action_units`` is the Action Units cell as
+    text ('' when blank); ``objective_class`` the objective class as its index
+    0..6 (the sheet's 1..7 minus 1), None when unknown.
     """
 
     subject: str
@@ -113,6 +125,22 @@ def _as_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).strip()
+
+
+def objective_class_index(value: Any) -> int | None:
+    """The index 0..6 of an objective class written ``1``..``7`` (also ``7.0``, ``' 7 '``) or ``'I'``..``'VII'``.
+
+    None when ``value`` is none of these (the caller names the cell).
+    """
+    number = _as_int(value)
+    if number is not None:
+        return number - 1 if 1 <= number <= len(schema.OBJECTIVE_CLASSES) else None
+    text = value.strip().upper() if isinstance(value, str) else None
+    return schema.OBJECTIVE_CLASSES.index(text) if text in schema.OBJECTIVE_CLASSES else None
+
+
+class _BadObjectiveClass(ValueError):
+    """An Objective Classes cell that is neither blank nor a class (raised with the cell's place by the reader)."""
 
 
 def _normalise_header(value: Any) -> str:
@@ -223,9 +251,12 @@ def _parse_row(cells: tuple[Any, ...], columns: Mapping[str, int], row: int, pla
         quirks.fixed("apex_outside", where, f"apex {apex} outside onset..offset {onset}..{offset}, kept as unknown")
         apex = None
     objective_cell = _cell(cells, columns, "objective_class")
-    objective = _as_int(objective_cell)
-    if "objective_class" in columns and objective is None:
-        quirks.fixed("objective_class_missing", where, f"objective class {objective_cell!r} kept as unknown")
+    objective = None if _is_blank(objective_cell) else objective_class_index(objective_cell)
+    if "objective_class" in columns and _is_blank(objective_cell):
+        quirks.fixed("objective_class_missing", where, "blank objective class kept as unknown")
+    elif objective is None and not _is_blank(objective_cell):
+        raise _BadObjectiveClass(f"objective class {objective_cell!r} is not 1..7 (or I..VII); "
+                                 "correct the cell, or clear it if the class is unknown")
     return CodedClip(subject=subject, clip=clip, onset=onset, apex=apex, offset=offset,
                      emotion=_as_text(_cell(cells, columns, "emotion")),
                      action_units=_as_text(_cell(cells, columns, "action_units")),
@@ -241,7 +272,12 @@ def _read_coding(path: str | Path, quirks: QuirkLog, subject_of: Callable[[Any],
     clips: list[CodedClip] = []
     seen: dict[tuple[str, str], int] = {}
     for row, cells in _data_rows(sheets[title], header_index):
-        clip = _parse_row(cells, columns, row, place, subject_of, quirks)
+        try:
+            clip = _parse_row(cells, columns, row, place, subject_of, quirks)
+        except _BadObjectiveClass as error:
+            column = columns["objective_class"]
+            raise UserError(f"{path}: sheet {title!r} row {row} column {get_column_letter(column + 1)} "
+                            f"({sheets[title][header_index][column]}): {error}") from None
         if clip is None:
             continue
         key = (clip.subject, clip.clip)
@@ -260,7 +296,12 @@ def read_casme2_coding(path: str | Path, quirks: QuirkLog) -> list[CodedClip]:
     The first sheet with a 'Subject'/'Filename' header row is used. Columns are
     found by name. Quirks (fixed: ``apex_missing``, ``apex_outside``,
     ``blank_row``, ``objective_class_missing``; skipped: ``bad_row``,
-    ``duplicate_row``) are recorded in ``quirks``.
+    ``duplicate_row``) are recorded in ``quirks``. The 20140508 release has no
+    Objective Classes: every clip's is None.
+
+    Raises:
+      UserError: naming the file, sheet, row and column of an Objective Classes
+        cell that is neither blank nor 1..7 / I..VII (and the file problems above).
     """
     return _read_coding(path, quirks, casme2_subject)
 

@@ -9,7 +9,8 @@ decides membership and label: rules would keep CASME II clips the organisers
 left out (reference/datasets.md §4.3). Each database is found under
 ``manual_dir`` exactly as its own builder finds it, list ids are mapped to
 folder names (SMIC ``s01_ne_01`` -> ``s1_ne_01``, SAMM ``6`` -> ``006``), and
-each example keeps its database's own ids, emotion word, spans and fps.
+each example keeps its database's own ids, emotion word, spans, fps, action
+units and objective class (CASME II, SAMM; SMIC has none: '' and -1).
 A listed clip not on disk is skipped and counted; a list label that differs
 from the MEGC mapping of the database's own emotion word is counted (the list
 wins). Evaluate with ``merjax.data.protocols.composite_loso`` (68 subjects).

@@ -7,7 +7,8 @@ row 14) or the single-header ``SAMM_20181215`` release; the header is found by
 name. Apexes outside onset..offset (028_4_1, 032_3_1) become unknown (counted).
 The ``cropped`` configs read a face-cropped copy of the tree (a folder whose
 name contains "crop", e.g. SAMM_CROP), which some groups make themselves.
-Known totals: 159 clips (reference/datasets.md §3.3).
+Known totals: 159 clips (reference/datasets.md §3.3). Each example keeps the
+sheet's Action Units as written and its Objective Class (1..7 stored as 0..6).
 """
 
 from __future__ import annotations

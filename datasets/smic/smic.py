@@ -1,7 +1,8 @@
 """TFDS builder ``smic``: the Oulu SMIC database (HS, VIS, NIR) from the user's copy.
 
 SMIC ships no annotation sheet: the class is the ``micro/<emotion>`` folder,
-each clip folder spans onset..offset, and no apex is given (stored as -1).
+each clip folder spans onset..offset, and no apex is given (stored as -1); nor
+are action units (``action_units`` '', ``objective_class`` -1).
 Frame files carry absolute frame numbers with gaps. Subject folders are
 unpadded (``s1``); ``s01`` is accepted and stored as ``s1``. The ``non_micro``
 clips are the 4th class of the ``*_4class`` configs (seed 001); their inner
@@ -21,6 +22,7 @@ from datasets.core.builder import ClipSource, RealMEBuilder, RealMEConfig
 from datasets.core.frames import frame_pattern, list_frames
 from datasets.core.quirks import QuirkLog
 from merjax.data import labels
+from merjax.data.protocols import natural_key
 
 DATASET = "smic"
 EMOTIONS = ("negative", "positive", "surprise")
@@ -95,7 +97,7 @@ def find_clips(root: Path, modality: str, with_non_micro: bool, quirks: QuirkLog
     fps = MODALITIES[modality][1]
     sources: list[ClipSource] = []
     subjects_with_clips = set()
-    subject_folders = sorted((child for child in root.iterdir()), key=lambda p: layout.natural_key(p.name))
+    subject_folders = sorted(root.iterdir(), key=lambda path: natural_key(path.name))
     for folder in subject_folders:
         match = SUBJECT_FOLDER.match(folder.name)
         if not folder.is_dir() or match is None:

@@ -27,41 +27,22 @@ motion, measured on the ground-truth landmarks. ``--data_dir`` defaults to
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
 from datasets import build
-from merjax.data import pipeline, protocols, schema
+from datasets.synthetic_me import synthetic_me
+from merjax.data import pipeline, protocols
 from merjax.errors import UserError
 from merjax.train import metrics
 
 
-@dataclasses.dataclass(frozen=True)
-class Clips:
-    frames: list[np.ndarray]       # each [T,S,S,3] uint8
-    landmarks: list[np.ndarray]    # each [T,68,2]
-    apex: np.ndarray
-    labels: np.ndarray
-    subjects: np.ndarray
-    class_names: tuple[str, ...]
-
-
-def load(dataset_dir: str) -> Clips:
-    """Reads every clip of the prepared dataset's ``train`` split."""
-    builder = pipeline.open_prepared(dataset_dir)
-    source = builder.as_data_source(split="train")
-    examples = [source[i] for i in range(len(source))]
-    return Clips(
-        frames=[e["frames"] for e in examples],
-        landmarks=[e["landmarks"] for e in examples],
-        apex=np.asarray([int(e["apex"]) for e in examples]),
-        labels=np.asarray([int(e["label"]) for e in examples]),
-        subjects=np.asarray([schema.decode_text(e["subject"]) for e in examples]),
-        class_names=tuple(builder.info.features["label"].names),
-    )
+def load(dataset_dir: str, config_name: str) -> pipeline.ClipSet:
+    """Every clip of the prepared ``synthetic_me/<config_name>`` at its rendered size (``pipeline.load_clips``)."""
+    config = next(config for config in synthetic_me.CONFIGS if config.name == config_name)
+    return pipeline.load_clips(dataset_dir, config.image_size)
 
 
 def grey_grid(image: np.ndarray, grid: int) -> np.ndarray:
@@ -70,27 +51,27 @@ def grey_grid(image: np.ndarray, grid: int) -> np.ndarray:
     return cv2.resize(cv2.GaussianBlur(grey, (0, 0), 1.0), (grid, grid), interpolation=cv2.INTER_AREA).ravel()
 
 
-def first_frame_features(clips: Clips, grid: int) -> np.ndarray:
+def first_frame_features(clips: pipeline.ClipSet, grid: int) -> np.ndarray:
     return np.stack([grey_grid(frames[0], grid) for frames in clips.frames])
 
 
-def apex_difference_features(clips: Clips, grid: int) -> np.ndarray:
+def apex_difference_features(clips: pipeline.ClipSet, grid: int) -> np.ndarray:
     return np.stack([grey_grid(frames[apex].astype(np.float32) - frames[0], grid)
-                     for frames, apex in zip(clips.frames, clips.apex)])
+                     for frames, apex in zip(clips.frames, clips.apexes)])
 
 
-def middle_difference_features(clips: Clips, grid: int) -> np.ndarray:
+def middle_difference_features(clips: pipeline.ClipSet, grid: int) -> np.ndarray:
     """SMIC gives no apex and loaders take the middle frame instead."""
     return np.stack([grey_grid(frames[len(frames) // 2].astype(np.float32) - frames[0], grid)
                      for frames in clips.frames])
 
 
-def mean_change_features(clips: Clips, grid: int) -> np.ndarray:
+def mean_change_features(clips: pipeline.ClipSet, grid: int) -> np.ndarray:
     return np.stack([grey_grid((frames.astype(np.float32) - frames[:1]).mean(axis=0), grid)
                      for frames in clips.frames])
 
 
-def largest_change_features(clips: Clips, grid: int) -> np.ndarray:
+def largest_change_features(clips: pipeline.ClipSet, grid: int) -> np.ndarray:
     return np.stack([grey_grid(np.abs(frames.astype(np.float32) - frames[:1]).max(axis=0), grid)
                      for frames in clips.frames])
 
@@ -113,12 +94,12 @@ def _rigid_displacement(landmarks: np.ndarray, t: int) -> float:
     return float(np.linalg.norm(landmarks[0] @ matrix[:, :2].T + matrix[:, 2] - landmarks[0], axis=1).mean())
 
 
-def landmark_motion_features(clips: Clips, grid: int) -> np.ndarray:
+def landmark_motion_features(clips: pipeline.ClipSet, grid: int) -> np.ndarray:
     return np.stack([_nonrigid_displacement(landmarks, apex).ravel()
-                     for landmarks, apex in zip(clips.landmarks, clips.apex)])
+                     for landmarks, apex in zip(clips.landmarks, clips.apexes)])
 
 
-BASELINES: dict[str, Callable[[Clips, int], np.ndarray]] = {
+BASELINES: dict[str, Callable[[pipeline.ClipSet, int], np.ndarray]] = {
     "first frame": first_frame_features,
     "apex - first": apex_difference_features,
     "middle - first": middle_difference_features,
@@ -128,7 +109,7 @@ BASELINES: dict[str, Callable[[Clips, int], np.ndarray]] = {
 }
 
 
-def cross_validate(features: np.ndarray, clips: Clips, folds: Sequence[protocols.Fold]) -> np.ndarray:
+def cross_validate(features: np.ndarray, clips: pipeline.ClipSet, folds: Sequence[protocols.Fold]) -> np.ndarray:
     """Test predictions of every example, each from the model of the fold that holds it out."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -151,10 +132,10 @@ def scores(labels: np.ndarray, predictions: np.ndarray) -> tuple[float, float, f
             f1_score(labels, predictions, average="macro"))
 
 
-def motion_scale(clips: Clips) -> dict[str, float]:
+def motion_scale(clips: pipeline.ClipSet) -> dict[str, float]:
     """Medians over clips, in pixels, of the expression (non-rigid) and head-motion sizes."""
     expression, head_at_apex, head_largest = [], [], []
-    for landmarks, apex in zip(clips.landmarks, clips.apex):
+    for landmarks, apex in zip(clips.landmarks, clips.apexes):
         expression.append(np.linalg.norm(_nonrigid_displacement(landmarks, apex), axis=1).max())
         head = [_rigid_displacement(landmarks, t) for t in range(len(landmarks))]
         head_at_apex.append(head[apex])
@@ -202,7 +183,7 @@ def report(args: argparse.Namespace) -> None:
     from sklearn.metrics import f1_score
 
     dataset_dir = build.ensure_built(f"synthetic_me/{args.config}", args.data_dir)
-    clips = load(dataset_dir)
+    clips = load(dataset_dir, args.config)
     try:
         folds = protocols.kfold_by_subject(clips.subjects, clips.labels, k=args.folds, seed=args.seed,
                                            val_subjects=0, class_names=clips.class_names)

@@ -14,6 +14,16 @@ Determinism: subject ``i`` draws its identity from
 one seed gives byte-identical array_record files. The plan lists clips class by
 class, so configs that add a class (``smic_like_4class``) keep the other
 classes' clips identical to the config without it (same seed).
+
+Action units: each example stores the AUs its clip rendered (``EXPRESSIONS``),
+written as CASME II's sheet writes them (ascending numbers joined by ``+``,
+e.g. ``'6+12'``; '' for a non_micro clip, which renders none), and the
+objective class those AUs give by Davison et al.'s table
+(``merjax.data.labels.objective_class_of``: the class listing exactly that
+set, else VII "others"; -1 without an AU). The table does not follow the
+class words: positive clips (6+12) are I and surprise clips II (1+2) or VII
+(1+2+5, not in the table); negative and others clips fall in III, IV, V or
+VII depending on the AUs drawn.
 """
 
 from __future__ import annotations
@@ -252,8 +262,13 @@ def synthesize_clip(config: SyntheticMEConfig, spec: ClipSpec, face: SubjectFace
     return SynthesizedClip(spec, action_units, apex, motion, rendered)
 
 
+def action_unit_string(action_units: Mapping[int, float]) -> str:
+    """The rendered AUs as CASME II writes them: ascending numbers joined by '+' (``'6+12'``; '' for none)."""
+    return "+".join(str(au) for au in sorted(action_units))
+
+
 def to_example(config: SyntheticMEConfig, clip: SynthesizedClip) -> dict[str, Any]:
-    """The clip as one example of the shared schema."""
+    """The clip as one example of the shared schema, with the true AUs it rendered and their objective class."""
     num_frames = len(clip.rendered.frames)
     return {
         "frames": clip.rendered.frames,
@@ -267,6 +282,8 @@ def to_example(config: SyntheticMEConfig, clip: SynthesizedClip) -> dict[str, An
         "apex": clip.apex,
         "offset": num_frames - 1,
         "fps": config.fps,
+        "action_units": action_unit_string(clip.action_units),
+        "objective_class": labels.objective_class_of(clip.action_units),
     }
 
 
@@ -284,8 +301,13 @@ def generate_examples(config: SyntheticMEConfig) -> Iterator[tuple[str, dict[str
 class SyntheticMe(tfds.core.GeneratorBasedBuilder):
     """Rendered SMIC-like (and CASME II-like) micro-expression clips; see the module docstring."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "Examples carry action_units (the AUs rendered, e.g. '6+12'; '' for non_micro clips) and "
+                 "objective_class (from those AUs by Davison et al.'s table; -1 without an AU). Frames, "
+                 "landmarks and labels are those of 1.0.0.",
+    }
     BUILDER_CONFIGS = list(CONFIGS)
 
     def _info(self) -> tfds.core.DatasetInfo:

@@ -180,6 +180,7 @@ def load_clips(dataset_dir: str, image_size: int, split: str = "train",
         raise UserError(f"the records of split {split!r} in {dataset_dir} cannot be opened ({_first_line(error)}); "
                         f"rebuild it: {prepared_copy_rebuild_command(dataset_dir)}") from error
     frames, landmarks, labels, subjects, clip_ids, fps, apexes, datasets = [], [], [], [], [], [], [], []
+    action_units, objective_classes = [], []
     for index in progress(range(len(source)), desc=f"loading {builder.info.full_name}", leave=False):
         try:
             example = source[index]
@@ -200,6 +201,8 @@ def load_clips(dataset_dir: str, image_size: int, split: str = "train",
         fps.append(float(example["fps"]))
         apexes.append(int(example["apex"]))
         datasets.append(schema.decode_text(example["dataset"]))
+        action_units.append(schema.decode_text(example["action_units"]))
+        objective_classes.append(int(example["objective_class"]))
     return ClipSet(
         name=builder.info.full_name,
         class_names=tuple(builder.info.features["label"].names),
@@ -211,6 +214,8 @@ def load_clips(dataset_dir: str, image_size: int, split: str = "train",
         fps=np.asarray(fps, np.float32),
         apexes=np.asarray(apexes, np.int32),
         datasets=np.asarray(datasets),
+        action_units=np.asarray(action_units, dtype=str),
+        objective_classes=np.asarray(objective_classes, np.int32),
     )
 
 

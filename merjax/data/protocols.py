@@ -109,7 +109,7 @@ def loso(
     subject_names, subject_of_example = np.unique(subject_array, return_inverse=True)
     if len(subject_names) < 2:
         raise UserError(f"LOSO needs at least 2 subjects, got {subject_names.tolist()}")
-    order = sorted(range(len(subject_names)), key=lambda i: _natural_key(subject_names[i]))
+    order = sorted(range(len(subject_names)), key=lambda i: natural_key(subject_names[i]))
     return [
         _subject_fold(
             f"loso_{subject_names[s]}", np.arange(len(subject_names)) == s, subject_of_example,
@@ -426,6 +426,13 @@ def _sorted_index_array(indices: Sequence[int] | np.ndarray) -> np.ndarray:
     return array
 
 
-def _natural_key(name: str) -> list[int | str]:
-    """Sorts 's2' before 's10'."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+def natural_key(name: str) -> tuple[tuple[int | str, ...], str]:
+    """Sort key of an id in natural order, the one order of subjects, folders and folds in merjax.
+
+    Runs of digits compare by value ('s2' before 's10') and the rest without
+    case ('S3' between 's2' and 's4'); ids equal under those rules ('sub01' and
+    'sub1', 'S1' and 's1') are ordered by their text, so an order never depends
+    on the order of the input.
+    """
+    parts = re.split(r"(\d+)", name)   # text at even positions, digit runs at odd ones
+    return tuple(int(part) if position % 2 else part.casefold() for position, part in enumerate(parts)), name

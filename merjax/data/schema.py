@@ -4,19 +4,28 @@ One example is one clip. Frames are the face crop of every frame of the clip
 (onset..offset where the database gives it); landmarks are in crop coordinates.
 Keeping one schema for every database lets every experiment run on every
 database by changing ``--config.data.name``.
+
+Action units: ``action_units`` is the database's AU string exactly as its
+coding sheet writes it (CASME II ``'4+L10'``, SAMM ``'(R6 or R12)+R15'``; ''
+where the database codes none, e.g. SMIC), and ``objective_class`` the
+objective class of Davison et al. (2018) as an index 0..6 for I..VII (the
+sheets write 1..7), -1 where unknown.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 NUM_LANDMARKS = 68
-TEXT_KEYS = ("emotion", "subject", "clip", "dataset")
 INDEX_KEYS = ("onset", "apex", "offset")
 UNKNOWN_INDEX = -1
+# Objective classes (Davison et al., 2018; reference/datasets-more.md §3), stored as their index 0..6.
+OBJECTIVE_CLASSES = ("I", "II", "III", "IV", "V", "VI", "VII")
+UNKNOWN_OBJECTIVE_CLASS = -1
 
 
 def features(class_names: Sequence[str] | None, image_size: int | None = None) -> tfds.features.FeaturesDict:
@@ -43,11 +52,23 @@ def features(class_names: Sequence[str] | None, image_size: int | None = None) -
         "apex": tfds.features.Scalar(dtype=np.int32),
         "offset": tfds.features.Scalar(dtype=np.int32),
         "fps": tfds.features.Scalar(dtype=np.float32),
+        "action_units": tfds.features.Text(),
+        "objective_class": tfds.features.Scalar(dtype=np.int32),
     })
+
+
+@functools.cache
+def feature_names() -> frozenset[str]:
+    """The names of the schema's features (an example lacking one was written by an older builder)."""
+    return frozenset(features(None).keys())
 
 
 def validate(example: Mapping[str, Any], where: str = "example") -> None:
     """Checks one example against the schema; raises ValueError naming ``where`` and the field."""
+    missing = sorted(feature_names() - set(example))
+    if missing:
+        raise ValueError(f"{where}: no feature(s) {', '.join(missing)}: written by an older version of its "
+                         "builder")
     frames = np.asarray(example["frames"])
     landmarks = np.asarray(example["landmarks"])
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -62,6 +83,10 @@ def validate(example: Mapping[str, Any], where: str = "example") -> None:
         value = int(example[key])
         if value != UNKNOWN_INDEX and not 0 <= value < num_frames:
             raise ValueError(f"{where}: {key}={value} is outside 0..{num_frames - 1} (use -1 for unknown)")
+    objective_class = int(example["objective_class"])
+    if not UNKNOWN_OBJECTIVE_CLASS <= objective_class < len(OBJECTIVE_CLASSES):
+        raise ValueError(f"{where}: objective_class={objective_class} is outside 0..{len(OBJECTIVE_CLASSES) - 1} "
+                         f"(I..VII; use {UNKNOWN_OBJECTIVE_CLASS} for unknown)")
 
 
 def decode_text(value: Any) -> str:
