@@ -21,7 +21,7 @@ fold's training side only:
 3. Grad-CAM of the true class is taken at every candidate layer
    (``gradcam.layers``) on each selection clip's apex frame (the middle frame
    where the apex is unknown), before and after training, and scored against
-   the landmark regions of that frame (``merjax.interpret.regions``): the
+   the landmark regions of that frame (``merjax.faces.regions.hull_mask``): the
    fraction of the heatmap's mass inside them and its lift over a uniform heatmap.
 
 A fold's l_s is the candidate with the highest mean lift after training
@@ -61,6 +61,7 @@ from merjax import files, interpret
 from merjax.data import protocols
 from merjax.data.pipeline import ClipSet
 from merjax.errors import UserError
+from merjax.faces import regions
 from merjax.rng import derived_seed
 from merjax.models import ResNet
 from merjax.train.loop import fit
@@ -219,7 +220,7 @@ def train_model(config: ml_collections.ConfigDict, clip_set: ClipSet, clip_indic
     record)."""
     training = cv.prepare_training(setup, clip_indices, seed)
     started = time.perf_counter()
-    fitted = fit(training.state, train_step=setup.train_step, train_batches=training.batches,
+    fitted = fit(training.state, train_step=setup.steps.train_step, train_batches=training.batches,
                  epochs=config.train.epochs, mesh=setup.mesh, progress=tqdm, description=description)
     record = {"clips": len(clip_indices), "epochs": config.train.epochs,
               "steps_per_epoch": training.steps_per_epoch, "samples": training.record,
@@ -248,7 +249,7 @@ def score_fold(config: ml_collections.ConfigDict, clip_set: ClipSet, fold: proto
     scored, trained_on, masks, records, parts = [], [], [], [], []
     for j, (train_clips, score_clips, seed) in enumerate(selection_splits(config, clip_set, fold, fold_index)):
         frames, landmarks = heldout_frames(clip_set, score_clips)
-        split_masks = interpret.region_masks(landmarks, config.data.image_size, margin=config.gradcam.margin)
+        split_masks = regions.hull_masks(landmarks, (config.data.image_size,) * 2, margin=config.gradcam.margin)
         score = functools.partial(layer_scores, explainers, frames=frames, labels=clip_set.labels[score_clips],
                                   masks=split_masks, batch_size=config.train.eval_batch_size)
         before = score(initial)
@@ -409,7 +410,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "target": "the true label",
         "score_on": config.gradcam.score_on,
         "scored_on": scored_on,
-        "regions": {"groups": {k: list(v) for k, v in interpret.REGION_GROUPS.items()},
+        "regions": {"groups": {k: list(v) for k, v in regions.FEATURE_GROUPS.items()},
                     "margin_of_interocular_distance": config.gradcam.margin},
         "select_on": config.gradcam.select_on,
         "selection": f"the candidate layer with the highest mean lift {config.gradcam.select_on} training",

@@ -14,16 +14,8 @@ import torch
 from torch import nn
 
 from datasets.synthetic_me import render
-from merjax.interpret import (
-    REGION_GROUPS,
-    gradcam,
-    overlay,
-    region_mask,
-    region_masks,
-    region_scores,
-    resize_maps,
-    spatial_endpoints,
-)
+from merjax.faces.regions import hull_mask
+from merjax.interpret import gradcam, overlay, region_scores, resize_maps, spatial_endpoints
 from merjax.models import ResNet, create_model, vggface2_preprocess
 from merjax.weights import resnet_variables_from_state_dict
 from tests import torch_reference as ref
@@ -216,7 +208,7 @@ def test_bad_requests_are_named():
 
 
 # --------------------------------------------------------------------------- #
-# Upsampling, regions, scores, overlay.
+# Upsampling, region scores (masks: tests/test_face_regions.py), overlay.
 # --------------------------------------------------------------------------- #
 
 def test_resize_maps_is_bilinear_with_half_pixel_centres():
@@ -234,29 +226,6 @@ def _template_landmarks(size: int) -> np.ndarray:
     return render.template()[:68] * (size - 1)
 
 
-def test_region_mask_covers_the_features_and_not_the_rest():
-    size = 64
-    landmarks = _template_landmarks(size)
-    mask = region_mask(landmarks, size)
-    assert mask.shape == (size, size) and mask.dtype == bool
-    for name, indices in REGION_GROUPS.items():
-        for x, y in np.round(landmarks[list(indices)]).astype(int):
-            assert mask[y, x], (name, x, y)
-    for x, y in ((0, 0), (size - 1, 0), (0, size - 1), (size - 1, size - 1)):
-        assert not mask[y, x]
-    chin = np.round(landmarks[8]).astype(int)
-    cheek = np.round(render.template()[render.CHEEK_RIGHT] * (size - 1)).astype(int)
-    assert not mask[chin[1], chin[0]] and not mask[cheek[1], cheek[0]]
-    assert 0.15 < mask.mean() < 0.45
-    wider = region_mask(landmarks, size, margin=0.4)
-    assert (wider >= mask).all() and wider.mean() > mask.mean()
-    # The margin follows the face: the same face at twice the size covers the same share.
-    assert abs(region_mask(_template_landmarks(2 * size), 2 * size).mean() - mask.mean()) < 0.02
-    np.testing.assert_array_equal(region_masks(np.stack([landmarks, landmarks]), size)[1], mask)
-    with pytest.raises(ValueError, match="degenerate"):
-        region_mask(np.zeros((68, 2)), size)
-
-
 def _blob(centre: np.ndarray, size: int, sigma: float = 2.0) -> np.ndarray:
     y, x = np.mgrid[0:size, 0:size]
     return np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * sigma**2))
@@ -265,7 +234,7 @@ def _blob(centre: np.ndarray, size: int, sigma: float = 2.0) -> np.ndarray:
 def test_region_scores():
     size = 64
     landmarks = _template_landmarks(size)
-    mask = region_mask(landmarks, size)
+    mask = hull_mask(landmarks, (size, size))
     mouth = _blob(landmarks[48:60].mean(0), size)
     corner = _blob(np.array([4.0, 4.0]), size)
     uniform = np.full((size, size), 0.3)
