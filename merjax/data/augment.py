@@ -19,7 +19,8 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
-NUM_LANDMARKS = 68
+from merjax.faces.ibug68 import NUM_LANDMARKS
+
 LANDMARKS = "landmarks"    # the entry of a sample's streams holding landmarks, pixel coordinates of "frames"
 
 
