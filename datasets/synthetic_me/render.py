@@ -33,7 +33,8 @@ from typing import Callable, Mapping
 import cv2
 import numpy as np
 
-NUM_LANDMARKS = 68
+from merjax.faces.ibug68 import NUM_LANDMARKS
+
 REFERENCE_SIZE = 128  # amplitudes and drifts are specified in pixels of a 128x128 crop
 
 # Skin anchors appended after the 68 landmarks: they move with some AUs (cheeks

@@ -20,7 +20,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-NUM_LANDMARKS = 68
+from merjax.faces.ibug68 import NUM_LANDMARKS
+
 INDEX_KEYS = ("onset", "apex", "offset")
 UNKNOWN_INDEX = -1
 # Objective classes (Davison et al., 2018; reference/datasets-more.md §3), stored as their index 0..6.

@@ -31,7 +31,8 @@ from typing import Any, NamedTuple, Protocol
 import cv2
 import numpy as np
 
-NUM_LANDMARKS = 68
+from merjax.faces.ibug68 import NUM_LANDMARKS
+
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 DLIB_INSTALL_HINT = "pip install dlib-bin face-recognition-models"
 
