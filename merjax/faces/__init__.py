@@ -1,4 +1,5 @@
-"""Face boxes, 68-point landmarks (dlib, optional 2D-FAN) and the fixed per-clip face crop, for the builders."""
+"""Face boxes, 68-point landmarks (dlib, optional 2D-FAN) and the fixed per-clip face crop, for the builders;
+face regions (``merjax.faces.regions``) and the iBUG-68 index groups (``merjax.faces.ibug68``)."""
 
 from merjax.faces.crop import (
     crop_frames,

@@ -55,7 +55,9 @@ Templates (``REGION_TEMPLATES``):
   fell on other parts of it (seed 002: "each database has a different size of
   images for each cropped region"), where here the face box is always scaled
   to fit; and canvas outside the face box, black padding there, is the frame's
-  own pixels here.
+  own pixels here. As in that code, the brow boxes start 20 canvas pixels
+  below the face box's top, so they cut through the brows
+  (``docs/figures/face_regions.png``).
 
 ``seed003``
   Seed 003 §III.C: three rectangles from dlib's 68 landmarks, "eyebrow (blue
