@@ -64,7 +64,7 @@ def epoch_seconds(config, setup, fold) -> tuple[float, float, int]:
         nonlocal state
         losses = []
         for batch in training.batches(epoch):
-            state, metrics = setup.train_step(state, sharding.shard_batch(batch, setup.mesh))
+            state, metrics = setup.steps.train_step(state, sharding.shard_batch(batch, setup.mesh))
             losses.append(metrics["loss"])
         return float(np.mean(jax.device_get(losses)))
 

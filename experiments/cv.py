@@ -47,7 +47,7 @@ from merjax.data.pipeline import ClipSet
 from merjax.errors import UserError
 from merjax.models import registry
 from merjax.rng import derived_seed
-from merjax.train import distributed, evaluate, losses, metrics, optim, prefix_cache, sharding, steps
+from merjax.train import distributed, evaluate, losses, metrics, optim, prefix_cache, sharding, steps, vectorized
 from merjax.train.loop import fit
 from merjax.train.state import create_train_state, init_variables
 
@@ -62,8 +62,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_data(config: ml_collections.ConfigDict) -> tuple[ClipSet, list[str]]:
-    """Builds ``data.name`` where needed (``A+B``: each), loads it resized to ``data.image_size``; returns the
-    clips and the prepared dataset directories.
+    """Builds ``data.name`` where needed (``A+B``: each), loads it resized to ``data.image_size`` and applies the
+    clip operations ``data.clip_ops`` (cached); returns the clips and the prepared dataset directories.
 
     A build made here prints its report (clips per class, every quirk), as
     ``python -m datasets.build`` does.
@@ -80,6 +80,15 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[ClipSet, list[str]]:
     clip_sets = [pipeline.load_clips(dataset.directory, config.data.image_size, progress=tqdm)
                  for dataset in prepared]
     clip_set = clip_sets[0] if len(clip_sets) == 1 else pipeline.concat_clip_sets(clip_sets)
+    specs = tuple(config.data.clip_ops)
+    if specs:
+        # Computed once per (clips as loaded, operations) and kept under the data dir for every run that
+        # asks for the same: the folder is named by both, and its stamp is checked on reuse.
+        source = stamps.clip_set_digest(clip_set)
+        folder = stamps.digest_value([source, specs])[:16]
+        with distributed.process_zero_first(f"clip operations {specs}"):
+            clip_set = clip_ops.apply_clip_ops(clip_set, specs, source_digest=source, progress=tqdm,
+                                               cache_dir=os.path.join(config.data.data_dir, "clip_ops", folder))
     return clip_set, [dataset.directory for dataset in prepared]
 
 
@@ -145,8 +154,7 @@ class StageSetup:
     sampler: samplers.Sampler
     variables: Any
     mesh: Any
-    train_step: Any
-    eval_step: Any
+    steps: BoundSteps
     inputs: ClipSet
     targets: dict[str, np.ndarray]      # per target, its value for every clip
     classes: dict[str, int]             # per target, its number of classes
@@ -180,17 +188,27 @@ def initial_variables(config: ml_collections.ConfigDict, model: Any, sampler: sa
     return variables
 
 
-_BOUND_STEPS: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+@dataclasses.dataclass(frozen=True)
+class BoundSteps:
+    """The train step with a stage's loss bound in (pure, for ``vectorized.fit_folds``, and jitted) and the
+    jitted eval step."""
+
+    pure_train_step: Any
+    train_step: Any
+    eval_step: Any
 
 
-def bound_steps(config: ml_collections.ConfigDict, mesh: Any) -> tuple[Any, Any]:
-    """The jitted train step with the loss of ``config.loss`` bound in, and the eval step; one pair per loss
-    and mesh, so that every fold and stage with that loss reuses one compiled program per model shape."""
+_BOUND_STEPS: dict[tuple[Any, ...], BoundSteps] = {}
+
+
+def bound_steps(config: ml_collections.ConfigDict, mesh: Any) -> BoundSteps:
+    """The steps of ``config.loss``; one set per loss and mesh, so that every fold and stage with that loss
+    reuses one compiled program per model shape."""
     key = (repr(config.loss.to_dict()), mesh)
     if key not in _BOUND_STEPS:
-        objective = losses.make_loss(config.loss)
-        _BOUND_STEPS[key] = (sharding.jit_train_step(functools.partial(steps.train_step, objective=objective), mesh),
-                             sharding.jit_eval_step(steps.eval_step, mesh))
+        pure = functools.partial(steps.train_step, objective=losses.make_loss(config.loss))
+        _BOUND_STEPS[key] = BoundSteps(pure, sharding.jit_train_step(pure, mesh),
+                                       sharding.jit_eval_step(steps.eval_step, mesh))
     return _BOUND_STEPS[key]
 
 
@@ -208,9 +226,8 @@ def setup_stage(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: s
     sampler.check(clip_set)
     if variables is None:
         variables = initial_variables(config, model, sampler, clip_set)
-    train_step, eval_step = bound_steps(config, mesh)
     setup = StageSetup(config=config, model=model, sampler=sampler, variables=variables, mesh=mesh,
-                       train_step=train_step, eval_step=eval_step, inputs=clip_set, targets=targets, classes=classes)
+                       steps=bound_steps(config, mesh), inputs=clip_set, targets=targets, classes=classes)
     if freeze_until is None:
         return setup
     setup.frozen = optim.frozen_mask(variables["params"], freeze_until, model.backbone)
@@ -274,9 +291,8 @@ class Training:
     record: dict[str, Any]
 
 
-def prepare_training(setup: StageSetup, clip_indices: np.ndarray, seed: int, variables: Any = None) -> Training:
-    """Samples, class weights, batches and the replicated initial state (``variables`` or the stage's) for
-    training on ``clip_indices``."""
+def prepare_training(setup: StageSetup, clip_indices: np.ndarray, seed: int) -> Training:
+    """Samples, class weights, batches and the replicated initial state for training on ``clip_indices``."""
     config = setup.config
     rows, record = training_samples(setup, clip_indices, seed)
     weight_tables: dict[str, np.ndarray] = {}
@@ -296,7 +312,7 @@ def prepare_training(setup: StageSetup, clip_indices: np.ndarray, seed: int, var
     if steps_per_epoch == 0:
         raise UserError(f"only {len(rows)} training samples for --config.train.batch_size="
                         f"{config.train.batch_size}: lower the batch size (or raise sampler.balance_per_class)")
-    state = create_train_state(setup.model, setup.variables if variables is None else variables,
+    state = create_train_state(setup.model, setup.variables,
                                setup.optimizer(), jax.random.key(seed), steps_per_epoch=steps_per_epoch,
                                learning_rate_fn=optim.learning_rate_schedule(config.train))
     return Training(state=sharding.replicate(state, setup.mesh), batches=epoch_batches,
@@ -308,7 +324,7 @@ def predict_clips(setup: StageSetup, state: Any, clip_indices: np.ndarray) -> di
     samples smaller than a clip (frames), the metrics of every sample."""
     clip_set = setup.inputs
     groups, log_probs = evaluate.predict(
-        setup.eval_step, state,
+        setup.steps.eval_step, state,
         batches.eval_batches(setup.sampler, clip_set, clip_indices, batch_size=setup.config.train.eval_batch_size),
         setup.mesh)
     result: dict[str, Any] = {}
@@ -408,12 +424,37 @@ def load_variables(stage_dir: str) -> Any:
         raise UserError(f"{path} is missing or unreadable ({error}); rerun with --overwrite") from None
 
 
-def run_stage_fold(setup: StageSetup, clip_set: ClipSet, fold: protocols.Fold, fold_index: int, stage_dir: str,
-                   stamp: dict[str, Any], *, variables: Any = None, init_record: dict[str, Any] | None = None,
-                   keep_variables: bool = False) -> dict[str, Any]:
-    """Trains one stage of one fold and tests it, or returns its finished result from an earlier run with the
-    same stamp; with ``keep_variables`` the final parameters are saved for a later stage."""
-    config = setup.config
+@dataclasses.dataclass
+class StageFold:
+    """One stage of one fold, ready to train: where it lives, its stamp, its training and validation set-up."""
+
+    setup: StageSetup
+    fold: protocols.Fold
+    stage_dir: str
+    stamp: dict[str, Any]
+    training: Training
+    train_clips: np.ndarray
+    val_clips: np.ndarray
+    init_record: dict[str, Any] | None
+    keep_variables: bool
+
+    def validate(self, state: Any) -> dict[str, float]:
+        prediction = predict_clips(self.setup, state, self.val_clips)
+        scores = metrics.classification_metrics(prediction["labels"], prediction["predictions"],
+                                                self.setup.inputs.num_classes)
+        return {"loss": prediction["loss"], "accuracy": scores["accuracy"], "uf1": scores["uf1"],
+                "uar": scores["uar"]}
+
+    @property
+    def evaluate(self) -> Callable[[Any], dict[str, float]] | None:
+        return self.validate if len(self.val_clips) else None
+
+
+def begin_stage_fold(setup: StageSetup, fold: protocols.Fold, fold_index: int, stage_dir: str,
+                     stamp: dict[str, Any], *, init_record: dict[str, Any] | None = None,
+                     keep_variables: bool = False) -> StageFold | dict[str, Any]:
+    """The finished result of an earlier run with the same stamp, or the stage-fold set up to train (its
+    stamp written)."""
     finished = checked_fold_dir(stage_dir, stamp)
     # Every process checks the folder before process 0 writes to it, so that all make one decision.
     distributed.barrier(f"checked {stage_dir}")
@@ -421,40 +462,62 @@ def run_stage_fold(setup: StageSetup, clip_set: ClipSet, fold: protocols.Fold, f
         return finished
     if jax.process_index() == 0:
         files.atomic_write_json(os.path.join(stage_dir, STAMP_FILE), stamp)
-    seed = derived_seed(config.seed, fold_index)
-    train_clips, val_clips = training_side(config, fold)
-    training = prepare_training(setup, train_clips, seed, variables)
+    train_clips, val_clips = training_side(setup.config, fold)
+    training = prepare_training(setup, train_clips, derived_seed(setup.config.seed, fold_index))
+    return StageFold(setup, fold, stage_dir, stamp, training, train_clips, val_clips, init_record, keep_variables)
 
-    def validate(state) -> dict[str, float]:
-        prediction = predict_clips(setup, state, val_clips)
-        scores = metrics.classification_metrics(prediction["labels"], prediction["predictions"],
-                                                clip_set.num_classes)
-        return {"loss": prediction["loss"], "accuracy": scores["accuracy"], "uf1": scores["uf1"],
-                "uar": scores["uar"]}
 
+def run_stage_fold(setup: StageSetup, clip_set: ClipSet, fold: protocols.Fold, fold_index: int, stage_dir: str,
+                   stamp: dict[str, Any], *, init_record: dict[str, Any] | None = None,
+                   keep_variables: bool = False) -> dict[str, Any]:
+    """Trains one stage of one fold and tests it, or returns its finished result from an earlier run with the
+    same stamp; with ``keep_variables`` the final parameters are saved for a later stage."""
+    begun = begin_stage_fold(setup, fold, fold_index, stage_dir, stamp, init_record=init_record,
+                             keep_variables=keep_variables)
+    if isinstance(begun, dict):
+        return begun
     fitted = fit(
-        training.state,
-        train_step=setup.train_step,
-        train_batches=training.batches,
-        epochs=config.train.epochs,
+        begun.training.state,
+        train_step=setup.steps.train_step,
+        train_batches=begun.training.batches,
+        epochs=setup.config.train.epochs,
         mesh=setup.mesh,
-        evaluate=validate if len(val_clips) else None,
-        select=config.train.select or None,
+        evaluate=begun.evaluate,
+        select=setup.config.train.select or None,
         checkpoint_dir=os.path.join(stage_dir, "checkpoints"),
         progress=tqdm,
         description=os.path.relpath(stage_dir, os.path.dirname(os.path.dirname(stage_dir))),
     )
-    return finish_stage_fold(setup, clip_set, fold, stage_dir, stamp, fitted, training, train_clips, val_clips,
-                             init_record, keep_variables)
+    return finish_stage_fold(begun, clip_set, fitted)
 
 
-def finish_stage_fold(setup: StageSetup, clip_set: ClipSet, fold: protocols.Fold, stage_dir: str,
-                      stamp: dict[str, Any], fitted: Any, training: Training, train_clips: np.ndarray,
-                      val_clips: np.ndarray, init_record: dict[str, Any] | None, keep_variables: bool) -> dict[str, Any]:
-    """Tests a trained fold and writes its result (and, with ``keep_variables``, its final variables)."""
+def fit_together(begun: list[StageFold], workdir: str, stage: str) -> list[Any]:
+    """Trains stage-folds of one model shape as one vectorised program (``merjax.train.vectorized``); its
+    checkpoints are stamped by the folds' stamps, so a resumed run continues only the same set of folds."""
+    first = begun[0].setup
+    digest = stamps.digest_value([item.stamp for item in begun])
+    return vectorized.fit_folds(
+        [item.training.state for item in begun],
+        train_step=first.steps.pure_train_step,
+        train_batches=[item.training.batches for item in begun],
+        steps_per_epoch=[item.training.steps_per_epoch for item in begun],
+        epochs=first.config.train.epochs,
+        mesh=first.mesh,
+        evaluate=[item.evaluate for item in begun],
+        select=first.config.train.select or None,
+        checkpoint_dir=os.path.join(workdir, f"vectorized_{stage}", digest[:16], "checkpoints"),
+        progress=tqdm,
+        description=f"{stage}: {len(begun)} folds together",
+    )
+
+
+def finish_stage_fold(begun: StageFold, clip_set: ClipSet, fitted: Any) -> dict[str, Any]:
+    """Tests a trained stage-fold and writes its result (and, when a later stage needs them, its variables)."""
+    setup, fold, training = begun.setup, begun.fold, begun.training
+    train_clips, val_clips = begun.train_clips, begun.val_clips
     result = {
         "name": fold.name,
-        "stamp": stamps.digest_value(stamp),
+        "stamp": stamps.digest_value(begun.stamp),
         "train_subjects": sorted(set(clip_set.subjects[train_clips].tolist())),
         "val_subjects": sorted(set(clip_set.subjects[val_clips].tolist())),
         "test_subjects": sorted(set(clip_set.subjects[fold.test].tolist())),
@@ -465,13 +528,13 @@ def finish_stage_fold(setup: StageSetup, clip_set: ClipSet, fold: protocols.Fold
         "resumed_from_epoch": fitted.resumed_from,
         "resume_notes": fitted.notes,
         "frozen_prefix": setup.frozen_prefix,
-        "init": init_record,
+        "init": begun.init_record,
         "test": predict_clips(setup, fitted.state, fold.test) if len(fold.test) else None,
     }
     if jax.process_index() == 0:
-        if keep_variables:
-            save_variables(stage_dir, fitted.state)
-        files.atomic_write_json(os.path.join(stage_dir, RESULT_FILE), result)
+        if begun.keep_variables:
+            save_variables(begun.stage_dir, fitted.state)
+        files.atomic_write_json(os.path.join(begun.stage_dir, RESULT_FILE), result)
     return result
 
 
@@ -557,7 +620,7 @@ def run_scope_stage(stage: stages_lib.Stage, workdir: str, saved: dict[str, str]
     fold = protocols.Fold(name=stage.name, train=np.arange(len(clip_set)), val=np.zeros(0, np.int64),
                           test=np.zeros(0, np.int64))
     stage_dir = os.path.join(workdir, stage.name)
-    init_record, variables, setup = None, None, None
+    init_record, setup = None, None
     if stage.init_from:
         setup, init_record = Setups(clip_set, stage_dir).started_from(
             stage.name, config, saved[stage.init_from], stage_dir, f"--config.stages.{stage.name}.init")
@@ -565,8 +628,7 @@ def run_scope_stage(stage: stages_lib.Stage, workdir: str, saved: dict[str, str]
     stamp = fold_stamp(run_stamp(config, clip_set), clip_set, fold, stage.name, config.train.freeze_until,
                        _stamp_of(saved.get(stage.init_from)))
     saved[stage.name] = stage_dir
-    return run_stage_fold(setup, clip_set, fold, 0, stage_dir, stamp, variables=variables,
-                          init_record=init_record, keep_variables=True)
+    return run_stage_fold(setup, clip_set, fold, 0, stage_dir, stamp, init_record=init_record, keep_variables=True)
 
 
 def _stamp_of(stage_dir: str | None) -> str | None:
@@ -574,6 +636,43 @@ def _stamp_of(stage_dir: str | None) -> str | None:
     if stage_dir is None:
         return None
     return stamps.digest_value(files.read_json(os.path.join(stage_dir, STAMP_FILE), "stage stamp"))
+
+
+def run_fold_stage(stage: stages_lib.Stage, clip_set: ClipSet, folds: list[protocols.Fold], stamp: dict[str, Any],
+                   workdir: str, saved: list[dict[str, str]], *, keep_variables: bool,
+                   single: bool) -> list[dict[str, Any]]:
+    """One stage of every fold: each fold after the other, or (``train.vectorize_folds``) the folds of one model
+    shape as one vectorised program. ``saved[i]`` maps fold i's finished stages to their folders."""
+    configs = fold_configs(stage.config, clip_set, folds)
+    setups = Setups(clip_set, workdir)
+    results: dict[int, dict[str, Any]] = {}
+    pending: dict[str, list[tuple[int, StageFold]]] = collections.defaultdict(list)
+    for index, (fold, config) in enumerate(zip(folds, configs)):
+        stage_dir = os.path.join(workdir, fold.name) if single else os.path.join(workdir, fold.name, stage.name)
+        init_record = None
+        if stage.init_from:
+            setup, init_record = setups.started_from(stage.name, config, saved[index][stage.init_from], stage_dir,
+                                                     f"--config.stages.{stage.name}.init")
+        else:
+            setup = setups.shared(stage.name, config)
+        fold_stamp_ = fold_stamp(stamp, clip_set, fold, stage.name, config.train.freeze_until,
+                                 _stamp_of(saved[index].get(stage.init_from)))
+        saved[index][stage.name] = stage_dir
+        if not config.train.vectorize_folds:
+            results[index] = run_stage_fold(setup, clip_set, fold, index, stage_dir, fold_stamp_,
+                                            init_record=init_record, keep_variables=keep_variables)
+            continue
+        begun = begin_stage_fold(setup, fold, index, stage_dir, fold_stamp_, init_record=init_record,
+                                 keep_variables=keep_variables)
+        if isinstance(begun, dict):
+            results[index] = begun
+        else:
+            pending[config.train.freeze_until].append((index, begun))
+    for group in pending.values():
+        fitted = fit_together([begun for _, begun in group], workdir, stage.name)
+        for (index, begun), fold_fit in zip(group, fitted):
+            results[index] = finish_stage_fold(begun, clip_set, fold_fit)
+    return [results[index] for index in range(len(folds))]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -601,27 +700,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if stage.scope == "run":
             stage_results[stage.name] = [run_scope_stage(stage, workdir, saved_by_run)]
     fold_stages = [stage for stage in stage_list if stage.scope == "fold"]
-    per_fold_configs = {stage.name: fold_configs(stage.config, clip_set, folds) for stage in fold_stages}
     needed = {stage.init_from for stage in stage_list if stage.init_from}
-    setups = Setups(clip_set, workdir)
-    for index, fold in enumerate(folds):
-        saved = dict(saved_by_run)
-        for stage in fold_stages:
-            stage_config = per_fold_configs[stage.name][index]
-            fold_dir = os.path.join(workdir, fold.name)
-            stage_dir = fold_dir if len(stage_list) == 1 else os.path.join(fold_dir, stage.name)
-            init_record = None
-            if stage.init_from:
-                setup, init_record = setups.started_from(stage.name, stage_config, saved[stage.init_from],
-                                                         stage_dir, f"--config.stages.{stage.name}.init")
-            else:
-                setup = setups.shared(stage.name, stage_config)
-            stage_stamp = fold_stamp(stamp, clip_set, fold, stage.name, stage_config.train.freeze_until,
-                                     _stamp_of(saved.get(stage.init_from)))
-            result = run_stage_fold(setup, clip_set, fold, index, stage_dir, stage_stamp,
-                                    init_record=init_record, keep_variables=stage.name in needed)
-            saved[stage.name] = stage_dir
-            stage_results.setdefault(stage.name, []).append(result)
+    saved = [dict(saved_by_run) for _ in folds]      # per fold: stage name -> the folder of its variables
+    for stage in fold_stages:
+        stage_results[stage.name] = run_fold_stage(stage, clip_set, folds, stamp, workdir, saved,
+                                                   keep_variables=stage.name in needed, single=len(stage_list) == 1)
     results = stage_results[fold_stages[-1].name]
     coverage = check_coverage(config, clip_set, folds, results)
     record["wall_seconds"] = round(time.time() - started, 1)

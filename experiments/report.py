@@ -205,8 +205,8 @@ def markdown(summary: dict[str, Any]) -> str:
         for name, stage in summary["stages"].items():
             scores = format_scores(stage) if "uf1" in stage else "trained once, not tested | |"
             init = stage.get("init")
-            lines.append(f"| {name}{' (final)' if stage['final'] else ''} | {scores} | "
-                         f"{f'{init['from']} ({init['copied_parameters']} parameters copied)' if init else 'fresh'} |")
+            start = f"{init['from']} ({init['copied_parameters']} parameters copied)" if init else "fresh"
+            lines.append(f"| {name}{' (final)' if stage['final'] else ''} | {scores} | {start} |")
     if summary.get("frozen_prefix"):
         prefix = summary["frozen_prefix"]
         line = f"Backbone frozen up to `{prefix['freeze_until']}`"

@@ -60,18 +60,22 @@ def digest_arrays(arrays: Iterable[Any]) -> str:
 
 
 def clip_set_digest(clip_set: Any) -> str:
-    """SHA-256 of everything a run sees of a ``ClipSet``: ids, labels, subjects, frames, landmarks, apexes, fps.
+    """SHA-256 of everything a run sees of a ``ClipSet``: ids, labels, subjects, action units, every stream
+    (frames, region crops, ...), landmarks, apexes, fps.
 
-    Computed on the frames as loaded (after resizing), so two runs get the same
-    digest exactly when they train and test on the same pixels and labels.
+    Computed on the clips as loaded (after resizing and clip operations), so two
+    runs get the same digest exactly when they train and test on the same
+    pixels and labels.
     """
     hasher = hashlib.sha256()
     update_with_value(hasher, [clip_set.name, list(clip_set.class_names), clip_set.clip_ids.tolist(),
-                               clip_set.subjects.tolist(), clip_set.datasets.tolist()])
-    for array in (clip_set.labels, clip_set.fps, clip_set.apexes):
+                               clip_set.subjects.tolist(), clip_set.datasets.tolist(),
+                               clip_set.action_units.tolist(), sorted(clip_set.streams)])
+    for array in (clip_set.labels, clip_set.fps, clip_set.apexes, clip_set.objective_classes):
         update_with_array(hasher, array)
-    for frames, landmarks in zip(clip_set.frames, clip_set.landmarks):
-        update_with_array(hasher, frames)
+    for clip, landmarks in enumerate(clip_set.landmarks):
+        for stream in sorted(clip_set.streams):
+            update_with_array(hasher, clip_set.streams[stream][clip])
         update_with_array(hasher, landmarks)
     return hasher.hexdigest()
 

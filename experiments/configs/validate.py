@@ -138,7 +138,7 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
     except (TypeError, ValueError) as error:
         raise UserError(f"--config.data.faces: {error}") from None
     _integer(config, "data.image_size", MIN_IMAGE_SIZE, "the side in pixels frames are resized to")
-    clip_ops.parse_specs(tuple(config.data.clip_ops))
+    clip_ops.parse_clip_ops(tuple(config.data.clip_ops))
     _integer(config, "data.num_threads", 0, "loader threads")
 
 
