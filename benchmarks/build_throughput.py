@@ -208,7 +208,8 @@ def breakdown(tree: Path, plan: list[PlannedClip], sample: int, options: FaceOpt
         features.encode_example({
             "frames": crops, "landmarks": landmarks, "label": 0, "emotion": source.emotion,
             "subject": source.subject, "clip": source.clip, "dataset": source.dataset, "onset": 0,
-            "apex": -1, "offset": len(images) - 1, "fps": source.fps})
+            "apex": -1, "offset": len(images) - 1, "fps": source.fps, "action_units": source.action_units,
+            "objective_class": source.objective_class})
         lap("encode")
         for image in images:
             detector.landmarks(image, box)

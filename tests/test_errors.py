@@ -302,5 +302,5 @@ def test_build_cli_builds_into_merjax_data_dir(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "datasets.build", TINY], cwd=REPO, capture_output=True, text=True,
                             timeout=300, env={**os.environ, "MERJAX_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "synthetic_me" / "tiny" / "1.0.0")
+    assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "synthetic_me" / "tiny" / "1.1.0")
     assert np.asarray(pipeline.load_clips(result.stdout.strip().splitlines()[-1], 16).labels).size == 24

@@ -177,7 +177,7 @@ def test_smoke_on_a_real_database_layout_builds_it_with_faces_and_runs(tmp_path)
     summary = _run_claimed(config, str(tmp_path / "run"))
     _check_summary(summary, str(tmp_path / "run"))
     assert summary["num_clips"] == 12
-    assert os.path.isfile(tmp_path / "tfds" / "smic" / "hs" / "1.0.0" / "metadata.json")
+    assert os.path.isfile(tmp_path / "tfds" / "smic" / "hs" / "1.1.0" / "metadata.json")
 
 
 def test_cross_database_and_composite_loso_folds_from_the_config():
