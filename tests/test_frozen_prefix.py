@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -10,10 +11,10 @@ import pytest
 from flax import traverse_util
 from ml_collections import ConfigDict
 
-from merjax.data import array_store, pipeline
+from merjax.data import array_store, batches, samplers
 from merjax.models import create_model
 from merjax.train import optim, prefix_cache, steps
-from merjax.train.losses import cross_entropy
+from merjax.train.losses import cross_entropy, make_loss
 from merjax.train.state import create_train_state, init_variables
 from tests.conftest import make_clip_set, tiny_model_config
 
@@ -41,7 +42,7 @@ def setup():
 def _windows_batch(clip_set, frames_per_clip, samples):
     rows = []
     for clip, start in samples:
-        indices, mask = pipeline.window_indices(len(frames_per_clip[clip]), start, WINDOW)
+        indices, mask = samplers.window_indices(len(frames_per_clip[clip]), start, WINDOW)
         rows.append((frames_per_clip[clip][indices], mask, clip_set.labels[clip]))
     return {"frames": np.stack([r[0] for r in rows]), "mask": np.stack([r[1] for r in rows]),
             "label": np.asarray([r[2] for r in rows], np.int32)}
@@ -106,8 +107,10 @@ def test_frozen_parameters_never_move_even_with_weight_decay(setup):
                                           "schedule": "constant", "epochs": 1, "grad_clip": 1.0}),
                               steps_per_epoch=3, frozen=frozen)
     state = create_train_state(model, variables, tx, jax.random.key(3))
-    batch = _windows_batch(clip_set, clip_set.frames, [(0, 0), (2, 1)])
-    step = jax.jit(steps.train_step)
+    windows = _windows_batch(clip_set, clip_set.frames, [(0, 0), (2, 1)])
+    batch = {"inputs": {"frames": windows["frames"], "mask": windows["mask"]}, "targets": {"label": windows["label"]},
+             "weights": {"label": np.ones(2, np.float32)}, "masks": {"label": np.ones(2, bool)}}
+    step = jax.jit(functools.partial(steps.train_step, objective=make_loss({"name": "cross_entropy"})))
     for _ in range(3):
         state, metrics = step(state, batch)
     assert np.isfinite(metrics["loss"])
@@ -131,7 +134,7 @@ def test_frozen_mask_rejects_an_unknown_endpoint(setup):
 
 def test_cache_versions_memory_and_disk(setup, tmp_path):
     clip_set, _, model, variables = setup
-    augmentation = pipeline.Augmentation(flip_prob=0.5, max_rotation=10.0)
+    augmentation = batches.Augmentation(flip_prob=0.5, max_rotation=10.0)
     kwargs = dict(batch_size=3, variants=3, augmentation=augmentation, seed=5, dtype=np.float32)
     memory = prefix_cache.build_prefix_cache(model, variables, clip_set, FREEZE, **kwargs)
     disk = prefix_cache.build_prefix_cache(model, variables, clip_set, FREEZE,
@@ -144,7 +147,7 @@ def test_cache_versions_memory_and_disk(setup, tmp_path):
     for clip in (0, 4):
         frames = clip_set.frames[clip]
         np.testing.assert_allclose(memory.variants[clip][0], run(frames), rtol=1e-5, atol=1e-5)
-        augmented = augmentation(frames, np.random.default_rng([5, clip, 2]))
+        augmented = augmentation({"frames": frames}, np.random.default_rng([5, clip, 2]))["frames"]
         np.testing.assert_allclose(memory.variants[clip][2], run(augmented), rtol=1e-5, atol=1e-5)
         assert not np.allclose(memory.variants[clip][1], memory.variants[clip][0])
         np.testing.assert_array_equal(disk.variants[clip], memory.variants[clip])
@@ -160,17 +163,6 @@ def test_cache_rejects_impossible_settings(setup):
     with pytest.raises(ValueError, match="no directory"):
         prefix_cache.build_prefix_cache(model, variables, clip_set, FREEZE, batch_size=2,
                                         max_memory_bytes=0)
-
-
-def test_loader_draws_every_cached_version():
-    clip_set = make_clip_set(num_subjects=1, clips_per_class=1, size=8, min_length=6, max_length=6)
-    variants = [np.stack([np.full((6, 2), k, np.float16) for k in range(3)]) for _ in range(len(clip_set))]
-    loader = pipeline.SampleLoader(clip_set, window_size=4, augmentation=None, variants=variants)
-    rng = np.random.default_rng(0)
-    drawn = {int(loader(np.asarray([0, 1]), rng)["frames"][0, 0]) for _ in range(40)}
-    assert drawn == {0, 1, 2}
-    with pytest.raises(ValueError, match="variants"):
-        pipeline.SampleLoader(clip_set, 4, pipeline.Augmentation(), variants=variants)
 
 
 def test_whole_backbone_frozen_frame_model_trains_only_the_head():
@@ -196,7 +188,7 @@ def test_whole_backbone_frozen_frame_model_trains_only_the_head():
 def test_finished_disk_cache_is_reused_only_with_the_same_key(setup, tmp_path):
     clip_set, _, model, variables = setup
     directory = str(tmp_path / "cache")
-    kwargs = dict(batch_size=4, variants=2, augmentation=pipeline.Augmentation(), seed=1, dtype=np.float16,
+    kwargs = dict(batch_size=4, variants=2, augmentation=batches.Augmentation(), seed=1, dtype=np.float16,
                   max_memory_bytes=0, directory=directory)
     first = prefix_cache.build_prefix_cache(model, variables, clip_set, FREEZE, **kwargs)
     again = prefix_cache.build_prefix_cache(model, variables, clip_set, FREEZE, **kwargs)
