@@ -37,15 +37,17 @@ import ast
 import dataclasses
 import inspect
 import logging
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from merjax import stamps
 from merjax.data import array_store
-from merjax.data.pipeline import ClipSet
 from merjax.errors import UserError
 from merjax.faces import crop, ibug68, regions
+
+if TYPE_CHECKING:   # pipeline may import this module (resize_clip), so ClipSet is a name for annotations only
+    from merjax.data.pipeline import ClipSet
 
 Clip = dict[str, np.ndarray]
 MirrorPairs = tuple[tuple[str, str], ...]
