@@ -64,6 +64,8 @@ def test_specs_parse_to_canonical_names_and_literal_keywords():
     ("resize(48)", "positional"),
     ("resize(size=48", "syntax"),
     ("resize(size=int('4'))", "not a literal"),
+    ("resize(size={[1]: 2})", "not a literal"),
+    ("resize(size=1, size=2)", "'size' twice"),
     ("resize(size=48, colour=1)", "unexpected keyword"),
     ("resize(**{'size': 4})", "uses \\*\\*"),
     ("magnify(alpha=10)", "'magnify' is not a registered op"),

@@ -142,9 +142,11 @@ def parse_clip_op(spec: str) -> OpSpec:
     for keyword in keywords:
         if keyword.arg is None:
             raise _bad_spec(spec, "uses **; pass every value by name")
+        if keyword.arg in kwargs:
+            raise _bad_spec(spec, f"gives {keyword.arg!r} twice")
         try:
             kwargs[keyword.arg] = ast.literal_eval(keyword.value)
-        except ValueError:
+        except (ValueError, TypeError, SyntaxError):
             raise _bad_spec(spec, f"the value of {keyword.arg!r} is not a literal "
                                   f"(a number, string, tuple, list or dict of them)") from None
     signature = inspect.signature(CLIP_OPS[name].fn)
