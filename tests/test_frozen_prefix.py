@@ -103,10 +103,11 @@ def test_frozen_parameters_never_move_even_with_weight_decay(setup):
     frozen = optim.frozen_mask(variables["params"], FREEZE, model.backbone)
     flat_mask = traverse_util.flatten_dict(frozen)
     assert {p for p, f in flat_mask.items() if f} == {p for p in flat_mask if _frozen_leaf(p)}
-    tx = optim.make_optimizer(ConfigDict({"optimizer": "adamw", "learning_rate": 1e-2, "weight_decay": 0.1,
-                                          "schedule": "constant", "epochs": 1, "grad_clip": 1.0}),
-                              steps_per_epoch=3, frozen=frozen)
-    state = create_train_state(model, variables, tx, jax.random.key(3))
+    train_config = ConfigDict({"optimizer": "adamw", "learning_rate": 1e-2, "weight_decay": 0.1,
+                               "schedule": "constant", "epochs": 1, "grad_clip": 1.0})
+    state = create_train_state(model, variables, optim.make_optimizer(train_config, frozen=frozen),
+                               jax.random.key(3), steps_per_epoch=3,
+                               learning_rate_fn=optim.learning_rate_schedule(train_config))
     windows = _windows_batch(clip_set, clip_set.frames, [(0, 0), (2, 1)])
     batch = {"inputs": {"frames": windows["frames"], "mask": windows["mask"]}, "targets": {"label": windows["label"]},
              "weights": {"label": np.ones(2, np.float32)}, "masks": {"label": np.ones(2, bool)}}
