@@ -160,9 +160,7 @@ class StageSetup:
     classes: dict[str, int]             # per target, its number of classes
     frozen: Any = None
     frozen_prefix: dict[str, Any] | None = None   # what was frozen and cached, for the report
-
-    def optimizer(self) -> Any:
-        return optim.make_optimizer(self.config.train, frozen=self.frozen)
+    tx: Any = None                                # the optimiser (its learning rate: the train state's schedule)
 
 
 def augmentation(config: ml_collections.ConfigDict) -> batches.Augmentation | None:
@@ -214,8 +212,8 @@ def bound_steps(config: ml_collections.ConfigDict, mesh: Any) -> BoundSteps:
 
 def setup_stage(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: str | None = None,
                 variables: Any = None) -> StageSetup:
-    """The model, sampler, targets, initial variables (``variables`` or fresh), bound steps and (with a frozen
-    prefix) the feature cache of a stage."""
+    """The model, sampler, targets, initial variables (``variables`` or fresh), bound steps, optimiser and (with a
+    frozen prefix) the feature cache of a stage."""
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.train.batch_size, mesh)
     sharding.check_batch_size(config.train.eval_batch_size, mesh)
@@ -228,12 +226,20 @@ def setup_stage(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: s
         variables = initial_variables(config, model, sampler, clip_set)
     setup = StageSetup(config=config, model=model, sampler=sampler, variables=variables, mesh=mesh,
                        steps=bound_steps(config, mesh), inputs=clip_set, targets=targets, classes=classes)
-    if freeze_until is None:
-        return setup
-    setup.frozen = optim.frozen_mask(variables["params"], freeze_until, model.backbone)
-    setup.frozen_prefix = {"freeze_until": freeze_until, "cached": bool(config.train.cache_prefix)}
-    if not config.train.cache_prefix:
-        return setup
+    if freeze_until is not None:
+        setup.frozen = optim.frozen_mask(variables["params"], freeze_until, model.backbone)
+        setup.frozen_prefix = {"freeze_until": freeze_until, "cached": bool(config.train.cache_prefix)}
+        if config.train.cache_prefix:
+            cache_prefix(setup, workdir)
+    # One optimiser object for every fold of the stage, so that folds can be trained together (vectorised).
+    setup.tx = optim.make_optimizer(config.train, frozen=setup.frozen)
+    return setup
+
+
+def cache_prefix(setup: StageSetup, workdir: str | None) -> None:
+    """Computes the frozen prefix once per frame (and augmented version) and makes ``setup`` train the suffix on
+    the cached features."""
+    config, freeze_until = setup.config, setup.config.train.freeze_until
     if tuple(config.sampler.streams) != ("frames",):
         raise UserError(f"--config.train.cache_prefix caches the backbone on the 'frames' stream, but the sampler "
                         f"reads {tuple(config.sampler.streams)}: set --config.train.cache_prefix=False")
@@ -241,7 +247,7 @@ def setup_stage(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: s
     # A disk cache is one set of files in the workdir: process 0 writes it, the others then reuse it.
     with distributed.process_zero_first(f"prefix cache {freeze_until}"):
         cache = prefix_cache.build_prefix_cache(
-            model, variables, clip_set, freeze_until,
+            setup.model, setup.variables, setup.inputs, freeze_until,
             batch_size=config.train.cache_batch_frames,
             variants=config.train.cache_variants,
             augmentation=augmentation(config),
@@ -249,12 +255,11 @@ def setup_stage(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: s
             max_memory_bytes=int(config.train.cache_memory_gb * 2**30),
             directory=os.path.join(workdir, f"prefix_cache_{freeze_until}") if workdir else None,
             progress=tqdm)
-    setup.model = registry.create_model(config.model, classes[steps.MAIN_TARGET], frozen_until=freeze_until,
+    setup.model = registry.create_model(config.model, setup.classes[steps.MAIN_TARGET], frozen_until=freeze_until,
                                         input_endpoint=freeze_until)
     setup.inputs = cache.clip_set
-    setup.sampler = sampler.reading(("features",), augment=None)
+    setup.sampler = setup.sampler.reading(("features",), augment=None)
     setup.frozen_prefix.update(cache.describe(), build_seconds=round(time.perf_counter() - started, 2))
-    return setup
 
 
 def training_samples(setup: StageSetup, clip_indices: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -313,7 +318,7 @@ def prepare_training(setup: StageSetup, clip_indices: np.ndarray, seed: int) -> 
         raise UserError(f"only {len(rows)} training samples for --config.train.batch_size="
                         f"{config.train.batch_size}: lower the batch size (or raise sampler.balance_per_class)")
     state = create_train_state(setup.model, setup.variables,
-                               setup.optimizer(), jax.random.key(seed), steps_per_epoch=steps_per_epoch,
+                               setup.tx, jax.random.key(seed), steps_per_epoch=steps_per_epoch,
                                learning_rate_fn=optim.learning_rate_schedule(config.train))
     return Training(state=sharding.replicate(state, setup.mesh), batches=epoch_batches,
                     steps_per_epoch=steps_per_epoch, record=record)

@@ -144,7 +144,7 @@ def test_smoke_with_frozen_cached_prefix_keeps_the_prefix(tmp_path, tiny_data_di
     setup = cv.setup_stage(config, clip_set)
     fold = summary["folds"][0]["name"]
     result = json.load(open(os.path.join(workdir, fold, "result.json")))
-    template = create_train_state(setup.model, setup.variables, setup.optimizer(), jax.random.key(0),
+    template = create_train_state(setup.model, setup.variables, setup.tx, jax.random.key(0),
                                   steps_per_epoch=result["steps_per_epoch"],
                                   learning_rate_fn=optim.learning_rate_schedule(config.train))
     final, _, _ = Checkpointer(os.path.join(workdir, fold, "checkpoints")).restore(template)

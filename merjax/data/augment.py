@@ -19,29 +19,13 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
+from merjax.faces import ibug68
 from merjax.faces.ibug68 import NUM_LANDMARKS
 
 LANDMARKS = "landmarks"    # the entry of a sample's streams holding landmarks, pixel coordinates of "frames"
 
 
-def _ibug68_mirror_permutation() -> np.ndarray:
-    """Index permutation that swaps left and right points of the iBUG 68-point markup."""
-    pairs = (
-        [(i, 16 - i) for i in range(8)]                                    # jaw 0..16, 8 is the chin
-        + [(17 + i, 26 - i) for i in range(5)]                             # brows
-        + [(31, 35), (32, 34)]                                             # nose base; bridge 27..30 and 33 stay
-        + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]     # eyes
-        + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]               # outer lips; 51, 57 stay
-        + [(60, 64), (61, 63), (65, 67)]                                   # inner lips; 62, 66 stay
-    )
-    permutation = np.arange(NUM_LANDMARKS)
-    for left, right in pairs:
-        permutation[left], permutation[right] = right, left
-    permutation.setflags(write=False)
-    return permutation
-
-
-IBUG68_MIRROR = _ibug68_mirror_permutation()
+IBUG68_MIRROR = ibug68.MIRROR_PERMUTATION    # the renumbering of a flipped face's landmarks
 
 
 def hflip(

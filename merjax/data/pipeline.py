@@ -15,11 +15,10 @@ import os
 import shlex
 from typing import Any, Callable, Mapping, Sequence
 
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from merjax.data import schema
+from merjax.data import clip_ops, schema
 from merjax.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
@@ -151,17 +150,6 @@ def open_prepared(dataset_dir: str, rebuild_command: str | None = None) -> tfds.
     return builder
 
 
-def resize_clip(frames: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resizes square crops to ``size``×``size`` (area interpolation) and scales landmarks."""
-    height, width = frames.shape[1:3]
-    if (height, width) == (size, size):
-        return frames, landmarks
-    interpolation = cv2.INTER_AREA if size < min(height, width) else cv2.INTER_LINEAR
-    resized = np.stack([cv2.resize(frame, (size, size), interpolation=interpolation) for frame in frames])
-    scale = np.asarray([size / width, size / height], np.float32)
-    return resized, (landmarks * scale).astype(np.float32)
-
-
 def load_clips(dataset_dir: str, image_size: int, split: str = "train",
                progress: Callable[..., Any] = lambda it, **_: it) -> ClipSet:
     """Reads every clip of ``split`` once, validates it and resizes it to ``image_size``.
@@ -192,7 +180,7 @@ def load_clips(dataset_dir: str, image_size: int, split: str = "train",
             schema.validate(example, where=where)
         except ValueError as error:   # written by another version of a builder, or damaged
             raise UserError(f"{error}; rebuild it: {prepared_copy_rebuild_command(dataset_dir)}") from error
-        clip_frames, clip_landmarks = resize_clip(example["frames"], example["landmarks"], image_size)
+        clip_frames, clip_landmarks = clip_ops.resize_clip(example["frames"], example["landmarks"], image_size)
         frames.append(clip_frames)
         landmarks.append(clip_landmarks)
         labels.append(int(example["label"]))

@@ -17,6 +17,10 @@ group          indices   what
 ``OUTER_LIP``  48-59     outer lip, right corner 48, left corner 54
 ``INNER_LIP``  60-67     inner lip
 =============  ========  ===========================================
+
+``MIRROR_PERMUTATION`` renumbers the points of a horizontally flipped face so
+that it is again a face in this order: after ``x -> W - 1 - x``,
+``points[MIRROR_PERMUTATION]`` has the (new) right eye's outer corner at 36.
 """
 
 from __future__ import annotations
@@ -34,3 +38,23 @@ RIGHT_EYE = tuple(range(36, 42))
 LEFT_EYE = tuple(range(42, 48))
 OUTER_LIP = tuple(range(48, 60))
 INNER_LIP = tuple(range(60, 68))
+
+
+def _mirror_permutation() -> np.ndarray:
+    """Index permutation that swaps the left and right points of the markup."""
+    pairs = (
+        [(i, 16 - i) for i in range(8)]                                    # jaw 0..16, 8 is the chin
+        + [(17 + i, 26 - i) for i in range(5)]                             # brows
+        + [(31, 35), (32, 34)]                                             # nose base; bridge 27..30 and 33 stay
+        + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]     # eyes
+        + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]               # outer lips; 51, 57 stay
+        + [(60, 64), (61, 63), (65, 67)]                                   # inner lips; 62, 66 stay
+    )
+    permutation = np.arange(NUM_LANDMARKS)
+    for left, right in pairs:
+        permutation[left], permutation[right] = right, left
+    permutation.setflags(write=False)
+    return permutation
+
+
+MIRROR_PERMUTATION = _mirror_permutation()
