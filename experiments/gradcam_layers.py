@@ -63,7 +63,7 @@ from merjax.data.pipeline import ClipSet
 from merjax.errors import UserError
 from merjax.faces import regions
 from merjax.rng import derived_seed
-from merjax.models import ResNet
+from merjax.models import registry
 from merjax.train.loop import fit
 
 matplotlib.use("Agg")
@@ -359,7 +359,7 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
                         f"got {config.gradcam.inner_folds}")
     parse_folds(config.gradcam.folds)
     layers = tuple(config.gradcam.layers)
-    candidates = interpret.spatial_endpoints(ResNet(stage_sizes=tuple(config.model.backbone.stage_sizes)))
+    candidates = interpret.spatial_endpoints(registry.create_backbone(config.model))
     if not layers or not set(layers) <= set(candidates):
         raise UserError(f"gradcam.layers {layers} must be spatial endpoints of the backbone: {candidates}")
 

@@ -30,7 +30,7 @@ from merjax import files, stamps
 from merjax.data import protocols
 from merjax.data.pipeline import ClipSet
 from merjax.errors import UserError
-from merjax.models import ResNet
+from merjax.models import registry
 
 # gradcam.score_on: score the held-out training-side subjects of each fold (leak-free), or the fold's test
 # subjects as seed 001 most likely did (opt-in, for comparison only: its output is refused below).
@@ -119,7 +119,7 @@ def freeze_until_per_fold(path: str, config: ml_collections.ConfigDict, folds: l
         raise refuse(f"was computed for another run ({'; '.join(changed)})",
                      *(_override(key, value) for key, value in sorted(wanted.items()) if before.get(key) != value))
     wanted_clips = fold_clips(folds, clip_ids)
-    endpoints = ResNet(stage_sizes=tuple(config.model.backbone.stage_sizes)).endpoint_names
+    endpoints = registry.backbone_endpoints(config.model)
     chosen = {}
     for fold in folds:
         if fold.name not in recorded["folds"] or fold.name not in choice["folds"]:

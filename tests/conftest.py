@@ -36,11 +36,11 @@ def make_clip_set(num_subjects: int = 4, clips_per_class: int = 2, num_classes: 
                    datasets=np.full(len(frames), "fake"))
 
 
-def tiny_model_config(kind: str = "clip", temporal: str = "bilstm") -> ml_collections.ConfigDict:
+def tiny_model_config(name: str = "clip_classifier", temporal: str = "bilstm") -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
-        "kind": kind,
+        "name": name,
         "dtype": "float32",
-        "backbone": {"stage_sizes": (1, 1), "width": 4},
+        "backbone": {"name": "resnet", "stage_sizes": (1, 1), "width": 4},
         "temporal": {"kind": temporal, "hidden": 8, "layers": 2, "dropout": 0.1},
         "head": {"hidden": (16, 8), "dropout": 0.2},
     })

@@ -1,4 +1,5 @@
-"""``model.weights``: a VGGFace2 file lands in a classifier's backbone, and nothing else changes."""
+"""``model.weights``: a VGGFace2 file lands in a classifier's ``resnet`` backbone through the registry,
+and nothing else changes."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
 
-from merjax.models import create_model
+from merjax.errors import UserError
+from merjax.models import create_model, import_backbone_weights
 from merjax.weights import resnet_variables_from_state_dict
-from merjax.weights.backbone import with_vggface2_backbone
 from tests import torch_reference as ref
 from tests.conftest import tiny_model_config
 
@@ -36,7 +37,7 @@ def resnet50_file(tmp_path_factory):
 
 
 def _published_config(se_reduction: int = 0):
-    config = tiny_model_config("frame")
+    config = tiny_model_config("frame_classifier")
     config.backbone.stage_sizes = (3, 4, 6, 3)
     config.backbone.width = 64
     config.backbone.se_reduction = se_reduction
@@ -45,8 +46,9 @@ def _published_config(se_reduction: int = 0):
 
 def test_weights_fill_the_backbone_and_leave_the_head(resnet50_file):
     path, state = resnet50_file
-    variables = _zeros_like_init(_published_config())
-    loaded = with_vggface2_backbone(variables, path)
+    config = _published_config()
+    variables = _zeros_like_init(config)
+    loaded = import_backbone_weights(config, variables, path)
     expected = resnet_variables_from_state_dict(state, include_fc=False)
     for collection in ("params", "batch_stats"):
         got, want = flatten_dict(loaded[collection]["backbone"]), flatten_dict(expected[collection])
@@ -60,8 +62,9 @@ def test_weights_fill_the_backbone_and_leave_the_head(resnet50_file):
 
 def test_weights_for_another_backbone_are_refused_with_the_reason(resnet50_file):
     path, _ = resnet50_file
-    narrow = _zeros_like_init(tiny_model_config("frame"))
-    with pytest.raises(ValueError, match=r"resnet50_ft_weight\.pkl: VGGFace2 resnet50 does not fit.*width=64"):
-        with_vggface2_backbone(narrow, path)
+    tiny = tiny_model_config("frame_classifier")
+    with pytest.raises(UserError, match=r"resnet50_ft_weight\.pkl: VGGFace2 resnet50 does not fit.*width=64"):
+        import_backbone_weights(tiny, _zeros_like_init(tiny), path)
+    se_config = _published_config(se_reduction=16)
     with pytest.raises(ValueError, match="senet50 weight file lacks"):
-        with_vggface2_backbone(_zeros_like_init(_published_config(se_reduction=16)), path, se=True)
+        import_backbone_weights(se_config, _zeros_like_init(se_config), path)

@@ -1,4 +1,4 @@
-"""Seed 001's classifiers: shared window encoding, masking, and the factory."""
+"""Seed 001's classifiers: shared window encoding, masking, features input, and building them by name."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from merjax.errors import UserError
 from merjax.models import ClipClassifier, FrameClassifier, create_model
 from tests import torch_reference as ref
 
@@ -18,10 +19,10 @@ WINDOWS = np.array([[[0, 1, 2], [2, 3, 4], [3, 4, 5]],
                     [[0, 1, 2], [1, 2, 3], [3, 4, 5]]], np.int32)  # clip 1's last window is half padding
 
 
-def _config(kind: str = "clip", temporal: str = "bilstm", dtype: str = "float32"):
+def _config(name: str = "clip_classifier", temporal: str = "bilstm", dtype: str = "float32"):
     return ml_collections.ConfigDict({
-        "kind": kind,
-        "backbone": {"stage_sizes": (1, 1), "width": 4},
+        "name": name,
+        "backbone": {"name": "resnet", "stage_sizes": (1, 1), "width": 4},
         "temporal": {"kind": temporal, "hidden": 5, "layers": 2, "dropout": 0.3},
         "head": {"hidden": (8, 6), "dropout": 0.5},
         "dtype": dtype,
@@ -129,24 +130,48 @@ def test_train_step_call_convention():
 def test_frame_classifier_and_bfloat16():
     frames = jnp.zeros((BATCH, SIZE, SIZE, 3), jnp.uint8)
     for dtype in ("float32", "bfloat16"):
-        model = create_model(_config(kind="frame", dtype=dtype), CLASSES)
+        model = create_model(_config(name="frame_classifier", dtype=dtype), CLASSES)
         assert isinstance(model, FrameClassifier)
         logits = jax.eval_shape(
             lambda x: model.init_with_output(jax.random.key(0), x, train=False)[0], frames)
         assert logits.shape == (BATCH, CLASSES) and logits.dtype == jnp.float32
 
 
+def test_features_input_equals_frames_input():
+    """With ``input_endpoint`` the model takes ``features`` (the backbone at that endpoint) and gives the
+    same logits as on frames; it refuses frames then, and features without it."""
+    model, variables, apply = _clip_model("bilstm")
+    frames = _frames(6)
+    suffix = create_model(_config(), CLASSES, input_endpoint="layer1")
+    flat = frames.reshape((-1, SIZE, SIZE, 3))
+    features = model.apply(variables, flat, "layer1", method="frame_features")
+    assert features.shape == (BATCH * STEPS, 4, 4, 16)
+    features = features.reshape(BATCH, STEPS, *features.shape[1:])
+    for windows in (None, WINDOWS):
+        np.testing.assert_allclose(suffix.apply(variables, features=features, mask=MASK, windows=windows, train=False),
+                                   apply(variables, frames, MASK, windows, train=False), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"input_endpoint='layer1'\) takes `features` only, got frames"):
+        suffix.apply(variables, frames, MASK, train=False)
+    with pytest.raises(ValueError, match=r"input_endpoint=None\) takes `frames` only, got frames and features"):
+        model.apply(variables, frames, MASK, features=features, train=False)
+    with pytest.raises(ValueError, match="takes `frames` only, got neither"):
+        model.apply(variables, mask=MASK, train=False)
+    with pytest.raises(ValueError, match="needs `mask`"):
+        model.apply(variables, frames, train=False)
+
+
 @pytest.mark.parametrize("key,value,message", [
-    ("kind", "video", r"'video'.*'frame', 'clip'"),
-    ("temporal.kind", "gru", r"'gru'.*'lstm', 'bilstm'"),
-    ("dtype", "float16", r"'float16'.*'float32', 'bfloat16'"),
+    ("name", "video", r"--config.model.name='video': must be one of \('frame_classifier', 'clip_classifier'"),
+    ("backbone.name", "vgg", r"--config.model.backbone.name='vgg': must be one of \('resnet'"),
+    ("temporal.kind", "gru", r"--config.model.temporal.kind='gru': must be one of \('lstm', 'bilstm'\)"),
+    ("dtype", "float16", r"--config.model.dtype='float16': must be one of \('float32', 'bfloat16'\)"),
 ])
-def test_factory_rejects_unknown_choices(key, value, message):
+def test_unknown_names_are_user_errors_naming_the_flag(key, value, message):
     config = _config()
     node = config
     *parents, leaf = key.split(".")
     for parent in parents:
         node = node[parent]
     node[leaf] = value
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UserError, match=message):
         create_model(config, CLASSES)

@@ -65,7 +65,8 @@ def test_bare_resnet_matches_torch(endpoint):
 def _frame_classifier_pair(seed: int = 1):
     """A merjax FrameClassifier and the same network in PyTorch (ResNet -> fc1 -> ReLU -> fc2)."""
     config = ml_collections.ConfigDict({
-        "kind": "frame", "dtype": "float32", "backbone": {"stage_sizes": STAGES, "width": WIDTH},
+        "name": "frame_classifier", "dtype": "float32",
+        "backbone": {"name": "resnet", "stage_sizes": STAGES, "width": WIDTH},
         "head": {"hidden": (16,), "dropout": 0.5}})
     model = create_model(config, CLASSES)
     backbone = _torch_resnet(num_classes=None, seed=seed)
@@ -86,7 +87,7 @@ def _frame_classifier_pair(seed: int = 1):
 def test_frame_classifier_matches_torch(endpoint):
     model, variables, backbone, head = _frame_classifier_pair()
     frames = random_frames((3, SIZE, SIZE, 3), seed=2)
-    result = gradcam(model, variables, {"frames": frames, "label": np.zeros(3)}, endpoint)
+    result = gradcam(model, variables, {"frames": frames}, endpoint)
 
     endpoints = backbone.endpoints(ref.preprocess(torch.from_numpy(frames)))
     endpoints[endpoint].retain_grad()
@@ -108,7 +109,8 @@ MASK = np.arange(STEPS)[None, :] < np.array([[STEPS], [3]])       # clip 1 has t
 def _clip_pair():
     """A merjax BiLSTM ClipClassifier and the torch reference with the same weights."""
     config = ml_collections.ConfigDict({
-        "kind": "clip", "dtype": "float32", "backbone": {"stage_sizes": STAGES, "width": WIDTH},
+        "name": "clip_classifier", "dtype": "float32",
+        "backbone": {"name": "resnet", "stage_sizes": STAGES, "width": WIDTH},
         "temporal": {"kind": "bilstm", "hidden": 5, "layers": 1, "dropout": 0.0},
         "head": {"hidden": (8, 6), "dropout": 0.5}})
     torch_model = ref.ClipClassifier(3, stage_sizes=STAGES, width=WIDTH, hidden=5, head=(8, 6))

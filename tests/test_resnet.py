@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax.traverse_util import flatten_dict
 
 from merjax.models import ResNet, ResNet50, vggface2_preprocess
 from merjax.models.resnet import Conv3x3
@@ -102,6 +103,21 @@ def test_start_at_and_stop_at_compose_to_the_full_forward():
         model.apply(variables, x, train=False, stop_at="layer7")
     with pytest.raises(ValueError, match="nothing to run"):
         model.apply(variables, x, train=False, start_at="pooled", stop_at="layer2")
+
+
+def test_backbone_interface_of_resnet():
+    """Preprocessing, spatial endpoints and the endpoint of every parameter (what freezing relies on)."""
+    model = ResNet(stage_sizes=(2, 1), width=4, num_classes=3)
+    frames = random_frames((1, 8, 8, 3))
+    np.testing.assert_array_equal(model.preprocess(frames), vggface2_preprocess(frames))
+    assert model.spatial_endpoint_names == ("conv1", "pool1", "layer1", "layer2")
+    params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                            jnp.zeros((1, 32, 32, 3)))["params"]
+    owners = {path[0]: model.endpoint_of_param(path) for path in flatten_dict(params)}
+    assert owners == {"conv1": "conv1", "bn1": "conv1", "layer1_0": "layer1", "layer1_1": "layer1",
+                      "layer2_0": "layer2", "fc": "logits"}
+    with pytest.raises(ValueError, match="'head' is not a ResNet submodule"):
+        model.endpoint_of_param(("head", "kernel"))
 
 
 def test_train_mode_batchnorm_and_gradients_match_torch():

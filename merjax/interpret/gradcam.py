@@ -7,9 +7,10 @@ an endpoint's activations A [h,w,K] and the class logit y^c:
 
     alpha_k = mean over (i, j) of d y^c / d A^k_ij,    map = ReLU(sum_k alpha_k A^k).
 
-The network is split at the endpoint: the prefix computes A from the input
-(``backbone_features`` of the classifiers, ``stop_at`` of a bare ResNet) and the
-suffix (``input_endpoint`` / ``start_at``) maps A to the logits, so the gradient
+Any backbone works (``merjax.models.backbones.Backbone``): the network is
+split at the endpoint; the prefix computes A from the input (the model's
+``frame_features``, or ``stop_at`` of a bare backbone) and the suffix (the model
+with ``input_endpoint``, or ``start_at``) maps A to the logits, so the gradient
 is taken with respect to A itself with one forward and one backward pass of
 the suffix. BatchNorm runs on its running statistics, so every example (clip)
 is independent and one vector-Jacobian product gives every example's gradient.
@@ -35,38 +36,38 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from merjax.models.classifiers import ClipClassifier, FrameClassifier
-from merjax.models.resnet import ResNet
-from merjax.train.state import model_inputs
-
-# Endpoints without a spatial map (global average, logits).
-NON_SPATIAL_ENDPOINTS = ("pooled", "logits")
 
 
 class GradCAM(NamedTuple):
     """Grad-CAM of a batch at one endpoint."""
 
-    maps: jax.Array      # [B,h,w] (frame models, ResNet) or [B,T,h,w] (clip models), >= 0, unnormalised
+    maps: jax.Array      # [B,h,w] (frame models, bare backbones) or [B,T,h,w] (clip models), >= 0, unnormalised
     logits: jax.Array    # [B,C] of the full model on the inputs
     target: jax.Array    # [B] int32, the class each map explains
 
 
+def _is_backbone(model: Any) -> bool:
+    """True for a bare backbone (it has endpoints itself), False for a model built around one."""
+    return hasattr(model, "endpoint_names")
+
+
 def spatial_endpoints(model: Any) -> tuple[str, ...]:
-    """The endpoints of ``model``'s ResNet that Grad-CAM can be taken at (those with a spatial map)."""
-    backbone = model if isinstance(model, ResNet) else model.backbone
-    return tuple(name for name in backbone.endpoint_names if name not in NON_SPATIAL_ENDPOINTS)
+    """The endpoints of ``model``'s backbone (or of a bare backbone) that have a spatial map."""
+    backbone = model if _is_backbone(model) else model.backbone
+    return tuple(backbone.spatial_endpoint_names)
 
 
 def _split(model: Any, variables: Mapping[str, Any], inputs: Mapping[str, Any],
            endpoint: str) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
     """(endpoint activations A, function A -> logits [B,C]) for a merjax model."""
-    inputs = model_inputs(inputs)
+    inputs = dict(inputs)
     if "windows" in inputs:
         raise ValueError("Grad-CAM explains one logit per clip; pass the clip without 'windows'")
-    frames = inputs.pop("frames")
-    if isinstance(model, ResNet):
+    frames = jnp.asarray(inputs.pop("frames"))
+    if _is_backbone(model):
         if "logits" not in model.endpoint_names:
-            raise ValueError("Grad-CAM of a bare ResNet needs its classifier: set num_classes")
+            raise ValueError("Grad-CAM of a bare backbone needs its classifier: a 'logits' endpoint "
+                             "(ResNet: set num_classes)")
         suffix = model.clone(frozen_until=None)
         activations, _ = suffix.apply(variables, frames, train=False, stop_at=endpoint)
 
@@ -75,13 +76,16 @@ def _split(model: Any, variables: Mapping[str, Any], inputs: Mapping[str, Any],
             return logits
 
         return activations, logits_of
-    if not isinstance(model, (FrameClassifier, ClipClassifier)):
-        raise TypeError(f"Grad-CAM supports ResNet, FrameClassifier and ClipClassifier, not {type(model).__name__}")
-    activations = model.apply(variables, frames, endpoint, method="backbone_features")
+    if not hasattr(model, "frame_features"):
+        raise TypeError(f"Grad-CAM needs a backbone or a model with a backbone and frame_features "
+                        f"(e.g. FrameClassifier, ClipClassifier), not {type(model).__name__}")
+    frame_shape = frames.shape[-3:]
+    activations = model.apply(variables, frames.reshape((-1, *frame_shape)), endpoint, method="frame_features")
+    activations = activations.reshape(frames.shape[:-3] + activations.shape[1:])
     suffix = model.clone(input_endpoint=endpoint, backbone=model.backbone.clone(frozen_until=None))
 
     def logits_of(a: jax.Array) -> jax.Array:
-        return suffix.apply(variables, a, **inputs, train=False)
+        return suffix.apply(variables, features=a, **inputs, train=False)
 
     return activations, logits_of
 
@@ -91,12 +95,13 @@ def gradcam(model: Any, variables: Mapping[str, Any], inputs: Mapping[str, Any],
     """Grad-CAM maps of ``model`` at backbone ``endpoint`` (e.g. ``'layer3'``).
 
     Args:
-      model: a ``FrameClassifier``, a ``ClipClassifier`` or a ``ResNet`` with ``num_classes``.
+      model: a model with a backbone and ``frame_features`` (``FrameClassifier``,
+        ``ClipClassifier``), of any backbone, or a bare backbone with a ``logits``
+        endpoint (e.g. a ``ResNet`` with ``num_classes``).
       variables: the model's variables (params and batch_stats).
-      inputs: the model's inputs as in a batch: ``frames`` (RGB in [0, 255],
-        [B,H,W,3] or [B,T,H,W,3]; for a bare ResNet its preprocessed input,
-        see ``vggface2_preprocess``) and, for clip models, ``mask`` [B,T].
-        Targets and weights (``label``, ``sample_weight``, ``window_mask``) are ignored.
+      inputs: the model's keyword inputs (a batch's ``inputs``): ``frames`` (RGB in
+        [0, 255], [B,H,W,3] or [B,T,H,W,3]; for a bare backbone its preprocessed
+        input, ``backbone.preprocess(frames)``) and, for clip models, ``mask`` [B,T].
       endpoint: a spatial endpoint of the backbone (``spatial_endpoints(model)``);
         static under ``jax.jit``.
       target: the class to explain, per example ([B] ints) or one for all; None

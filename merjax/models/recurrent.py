@@ -15,9 +15,13 @@ direct mapping.
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from merjax.models import registry
 
 
 def length_mask(lengths: jax.Array, num_steps: int) -> jax.Array:
@@ -89,3 +93,16 @@ class BiLSTM(nn.Module):
         outputs = _zero_padding(jnp.concatenate([out_fwd, out_bwd], axis=-1), mask)
         final = _final(jnp.concatenate([h_fwd, h_bwd], axis=-1), lengths)
         return outputs, final
+
+
+TEMPORAL_MODELS = {
+    "lstm": lambda config: LSTMStack(hidden_size=int(config["hidden"]), num_layers=int(config["layers"]),
+                                     dropout=float(config["dropout"])),
+    "bilstm": lambda config: BiLSTM(hidden_size=int(config["hidden"])),
+}
+
+
+def temporal_model(config: Mapping[str, Any]) -> nn.Module:
+    """The temporal model of ``config.model.temporal``: ``kind`` ('lstm' | 'bilstm'), ``hidden`` (units),
+    ``layers`` and ``dropout`` (between layers; lstm only)."""
+    return registry.choose(TEMPORAL_MODELS, config, "kind", "--config.model.temporal.kind")(config)

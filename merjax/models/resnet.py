@@ -28,18 +28,24 @@ unused ``SEModule`` (``se_block``) has no weights in the published state dict.
 The forward pass is a flat sequence of named stages (``ResNet.endpoint_names``)
 so that a frozen prefix can be run once and cached (``stop_at``), the trainable
 suffix run from a cached endpoint (``start_at``), and Grad-CAM taken at any
-endpoint.
+endpoint: ``ResNet`` is a ``merjax.models.backbones.Backbone``, registered as
+``config.model.backbone.name='resnet'`` (keys ``stage_sizes``, ``width``,
+``se_reduction``: 0 = ResNet, 16 = SE-ResNet) with the VGGFace2 weight importer.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Callable, Sequence
+from os import PathLike
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from merjax.models import registry
+from merjax.models.backbones import Stage, run_stages
 
 VGGFACE2_MEAN_BGR = (91.4953, 103.8827, 131.0912)
 EXPANSION = 4
@@ -185,7 +191,8 @@ class ResNet(nn.Module):
     every computed stage name in ``endpoint_names`` to its output. ``start_at=E``
     takes ``x`` to be endpoint E's tensor and runs the stages after it (none when
     E is the last: the whole backbone is frozen and cached);
-    ``stop_at=E`` stops after E and returns E's tensor as output.
+    ``stop_at=E`` stops after E and returns E's tensor as output
+    (``merjax.models.backbones.run_stages``). Its input is ``preprocess(frames)``.
 
     ``frozen_until=E`` freezes the prefix up to and including E (seed 001 freezes
     the layers before l_s): those stages run with BatchNorm on running statistics
@@ -223,7 +230,33 @@ class ResNet(nn.Module):
         head = ("logits",) if self.num_classes is not None else ()
         return ("conv1", "pool1", *layers, "pooled", *head)
 
-    def _stages(self) -> list[tuple[str, Callable[..., jax.Array]]]:
+    @property
+    def spatial_endpoint_names(self) -> tuple[str, ...]:
+        """The endpoints with a spatial map: all but the global average and the logits."""
+        return tuple(name for name in self.endpoint_names if name not in ("pooled", "logits"))
+
+    @nn.nowrap
+    def preprocess(self, frames: jax.Array) -> jax.Array:
+        """RGB frames in [0, 255] -> VGGFace2 input (``vggface2_preprocess``)."""
+        return vggface2_preprocess(frames)
+
+    @nn.nowrap
+    def endpoint_of_param(self, path: tuple[str, ...]) -> str:
+        """The endpoint a parameter belongs to, by its top-level submodule (``('layer2_3', ...)`` -> ``'layer2'``).
+
+        Used to freeze every parameter up to an endpoint.
+        """
+        module = path[0]
+        if module in ("conv1", "bn1"):
+            return "conv1"
+        if module == "fc":
+            return "logits"
+        match = re.fullmatch(r"(layer\d+)_\d+", module)
+        if match is None:
+            raise ValueError(f"{module!r} is not a ResNet submodule")
+        return match.group(1)
+
+    def _stages(self) -> list[Stage]:
         """``(endpoint name, fn(x, train))`` in forward order."""
         def stage(blocks: Sequence[Bottleneck]) -> Callable[..., jax.Array]:
             def run(x: jax.Array, train: bool) -> jax.Array:
@@ -245,40 +278,26 @@ class ResNet(nn.Module):
 
     def __call__(self, x: jax.Array, *, train: bool, start_at: str | None = None,
                  stop_at: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-        names = self.endpoint_names
-        for endpoint in (start_at, stop_at, self.frozen_until):
-            if endpoint is not None and endpoint not in names:
-                raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {names}")
-        first = 0 if start_at is None else names.index(start_at) + 1
-        last = len(names) if stop_at is None else names.index(stop_at) + 1
-        if first >= last and stop_at is not None:
-            raise ValueError(f"nothing to run from start_at={start_at!r} to stop_at={stop_at!r}")
-        frozen = -1 if self.frozen_until is None else names.index(self.frozen_until)
-        if start_at is not None:
-            x = x.astype(self.dtype)
-        endpoints = {} if start_at is None else {start_at: x}
-        for index, (name, run) in enumerate(self._stages()[first:last], start=first):
-            x = run(x, train and index > frozen)
-            if index == frozen:
-                x = jax.lax.stop_gradient(x)
-            endpoints[name] = x
-        return x, endpoints
-
-
-def endpoint_of_module(name: str) -> str:
-    """The endpoint a top-level ``ResNet`` submodule belongs to (``'layer2_3'`` -> ``'layer2'``).
-
-    Used to freeze every parameter up to an endpoint.
-    """
-    if name in ("conv1", "bn1"):
-        return "conv1"
-    if name == "fc":
-        return "logits"
-    match = re.fullmatch(r"(layer\d+)_\d+", name)
-    if match is None:
-        raise ValueError(f"{name!r} is not a ResNet submodule")
-    return match.group(1)
+        return run_stages(self._stages(), x, train=train, start_at=start_at, stop_at=stop_at,
+                          frozen_until=self.frozen_until, dtype=self.dtype)
 
 
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3))
 SENet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), se_reduction=16)
+
+
+def import_vggface2(variables: dict[str, Any], path: str | PathLike[str],
+                    config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``resnet`` backbone's weight importer: VGGFace2 ``resnet50_ft`` (``senet50_ft`` with
+    ``se_reduction``) from a pickle or Keras ``.h5`` (``merjax.weights.backbone.import_vggface2``)."""
+    from merjax.weights.backbone import import_vggface2 as load  # merjax.weights imports this module
+
+    return load(variables, path, se=bool(config.get("se_reduction", 0)))
+
+
+@registry.register_backbone("resnet", import_weights=import_vggface2)
+def resnet(config: Mapping[str, Any], *, dtype: Any, frozen_until: str | None) -> ResNet:
+    """``config.model.backbone``: ``stage_sizes`` (ResNet-50: (3, 4, 6, 3)), ``width`` (64 as published),
+    ``se_reduction`` (optional; 0: ResNet, 16: the VGGFace2 SE-ResNet-50)."""
+    return ResNet(stage_sizes=tuple(config["stage_sizes"]), width=int(config["width"]),
+                  se_reduction=int(config.get("se_reduction", 0)) or None, frozen_until=frozen_until, dtype=dtype)
