@@ -74,6 +74,16 @@ class ClipSet:
         """Frames per clip (the time axis of the landmarks, which every time-axis stream shares)."""
         return np.asarray([len(points) for points in self.landmarks], np.int64)
 
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "ClipSet":
+        """The clips at ``indices``, in that order (every stream, variant and per-clip field)."""
+        indices = np.asarray(indices, np.int64)
+        per_clip = {field: getattr(self, field)[indices] for field in (
+            "labels", "subjects", "clip_ids", "fps", "apexes", "datasets", "action_units", "objective_classes")}
+        return dataclasses.replace(
+            self, streams={name: [arrays[i] for i in indices] for name, arrays in self.streams.items()},
+            variants={name: [arrays[i] for i in indices] for name, arrays in self.variants.items()},
+            landmarks=[self.landmarks[i] for i in indices], **per_clip)
+
     def with_streams(self, streams: Mapping[str, list[np.ndarray]],
                      variants: Mapping[str, list[np.ndarray]] | None = None) -> "ClipSet":
         """The same clips with other streams (and variants)."""
