@@ -19,6 +19,8 @@ import os
 import statistics
 import time
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -27,6 +29,7 @@ import optax
 import torch
 
 from merjax.models import create_model
+from merjax.train import losses, optim
 from merjax.train.state import create_train_state
 from merjax.train.steps import train_step
 from tests import torch_reference as ref
@@ -48,8 +51,8 @@ def parse_args() -> argparse.Namespace:
 
 def model_config(hidden: int) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
-        "kind": "clip",
-        "backbone": {"stage_sizes": (3, 4, 6, 3), "width": 64},
+        "name": "clip_classifier",
+        "backbone": {"name": "resnet", "stage_sizes": (3, 4, 6, 3), "width": 64},
         "temporal": {"kind": "bilstm", "hidden": hidden, "layers": 1, "dropout": 0.0},
         "head": {"hidden": (512, 128), "dropout": 0.5},
         "dtype": "float32",
@@ -76,11 +79,16 @@ def main() -> None:
 
     # merjax
     model = create_model(model_config(args.hidden), NUM_CLASSES)
-    tx = optax.sgd(args.lr, momentum=0.9) if args.optimizer == "sgd" else optax.adam(args.lr)
-    state = create_train_state(model, jax.tree.map(jnp.asarray, variables), tx,
-                               jax.random.key(0))
-    batch = {"frames": jnp.asarray(frames), "mask": jnp.asarray(mask), "label": jnp.asarray(labels)}
-    step = jax.jit(train_step, donate_argnums=0)
+    # merjax optimisers run at learning rate 1; the state scales each update by the (constant) schedule.
+    tx = optax.sgd(1.0, momentum=0.9) if args.optimizer == "sgd" else optax.adam(1.0)
+    state = create_train_state(model, jax.tree.map(jnp.asarray, variables), tx, jax.random.key(0),
+                               steps_per_epoch=args.steps + 1, learning_rate_fn=optim.EpochSchedule(args.lr))
+    batch = {"inputs": {"frames": jnp.asarray(frames), "mask": jnp.asarray(mask)},
+             "targets": {"label": jnp.asarray(labels)},
+             "weights": {"label": jnp.ones(args.clips, jnp.float32)},
+             "masks": {"label": jnp.ones(args.clips, bool)}}
+    objective = losses.make_loss({"name": "cross_entropy"})
+    step = jax.jit(functools.partial(train_step, objective=objective), donate_argnums=0)
 
     def merjax_step() -> None:
         nonlocal state
