@@ -168,12 +168,15 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent("""
         stacked = jax.tree.map(lambda x: np.stack([x, x]), stacked)
         placed = vectorized.shard_fold_batch(stacked, mesh)["inputs"]["features"]
         # Each device holds both folds' rows of its own slice of the batch.
-        shards = sorted(placed.addressable_shards, key=lambda shard: shard.index[1].start or 0)
+        rows = tiny.BATCH_SIZE // len(devices)
+        shards = placed.addressable_shards
         assert len({shard.device for shard in shards}) == len(devices)
-        assert all(shard.data.shape == (2, tiny.BATCH_SIZE // len(devices), tiny.NUM_FEATURES) for shard in shards)
+        assert sorted((shard.index[1].start or 0, shard.index[1].stop or tiny.BATCH_SIZE) for shard in shards) == \\
+            [(i * rows, (i + 1) * rows) for i in range(len(devices))]
+        assert all(shard.data.shape == (2, rows, tiny.NUM_FEATURES) for shard in shards)
         states = [tiny.initial_state(n, seed=fold) for fold, n in enumerate(counts)]
-        fitted = vectorized.fit_folds(states, train_step=tiny.TRAIN_STEP, steps_per_epoch=counts, epochs=2,
-                                      mesh=mesh, train_batches=[tiny.fold_batches(5 + f, n) for f, n in enumerate(counts)])
+        fitted = vectorized.fit_folds(states, train_step=tiny.TRAIN_STEP, steps_per_epoch=counts, epochs=2, mesh=mesh,
+                                      train_batches=[tiny.fold_batches(5 + f, n) for f, n in enumerate(counts)])
         results.append([jax.device_get((r.state.params, r.state.batch_stats)) for r in fitted])
         assert all(len(r.state.step.sharding.device_set) == len(devices) for r in fitted)
     for one, eight in zip(*results):
