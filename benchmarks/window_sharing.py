@@ -66,8 +66,8 @@ def main() -> None:
     label = jnp.asarray(rng.integers(0, NUM_CLASSES), jnp.int32)
 
     config = ml_collections.ConfigDict({
-        "kind": "clip",
-        "backbone": {"stage_sizes": (3, 4, 6, 3), "width": args.width},
+        "name": "clip_classifier",
+        "backbone": {"name": "resnet", "stage_sizes": (3, 4, 6, 3), "width": args.width},
         "temporal": {"kind": "bilstm", "hidden": args.hidden, "layers": 1, "dropout": 0.0},
         "head": {"hidden": (512, 128), "dropout": 0.5},
         "dtype": "float32",

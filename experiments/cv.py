@@ -651,7 +651,8 @@ def run_fold_stage(stage: stages_lib.Stage, clip_set: ClipSet, folds: list[proto
     configs = fold_configs(stage.config, clip_set, folds)
     setups = Setups(clip_set, workdir)
     results: dict[int, dict[str, Any]] = {}
-    pending: dict[str, list[tuple[int, StageFold]]] = collections.defaultdict(list)
+    # Folds stack when they share the model and optimiser objects (a fold with its own cached prefix does not).
+    pending: dict[tuple[int, int], list[tuple[int, StageFold]]] = collections.defaultdict(list)
     for index, (fold, config) in enumerate(zip(folds, configs)):
         stage_dir = os.path.join(workdir, fold.name) if single else os.path.join(workdir, fold.name, stage.name)
         init_record = None
@@ -672,7 +673,7 @@ def run_fold_stage(stage: stages_lib.Stage, clip_set: ClipSet, folds: list[proto
         if isinstance(begun, dict):
             results[index] = begun
         else:
-            pending[config.train.freeze_until].append((index, begun))
+            pending[(id(setup.model), id(setup.tx))].append((index, begun))
     for group in pending.values():
         fitted = fit_together([begun for _, begun in group], workdir, stage.name)
         for (index, begun), fold_fit in zip(group, fitted):

@@ -91,7 +91,6 @@ def test_every_shipped_config_is_valid(module, preset: str) -> None:
     ("train.freeze_until", "block3", "--config.train.freeze_until='block3': must be one of ('', 'conv1', 'pool1', "
                                      "'layer1', 'layer2', 'layer3', 'layer4', 'pooled')"),
     ("train.cache_dtype", "int8", "--config.train.cache_dtype='int8': must be one of ('float16', 'float32')"),
-    ("train.vectorize_folds", 1, "--config.train.vectorize_folds=1: must be True or False"),
     ("seed", -1, "--config.seed=-1: must be an integer >= 0"),
 ])
 def test_a_bad_value_names_the_key_and_what_is_allowed(key: str, value, expected: str) -> None:

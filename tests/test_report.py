@@ -13,7 +13,7 @@ from scipy import stats
 from sklearn import metrics as sk
 
 from experiments import cli, provenance, report, seeds
-from experiments.configs import common
+from experiments.configs import smic_bilstm
 from merjax.errors import UserError
 from merjax.train import metrics
 from tests.conftest import make_clip_set
@@ -22,7 +22,7 @@ CLASSES = [0, 1, 2]
 
 
 def smoke_config(seed: int = 0):
-    config = common.apply_preset(common.base(), "smoke")
+    config = smic_bilstm.get_config("smoke")
     config.experiment = "fake_experiment"
     config.seed = seed
     return config

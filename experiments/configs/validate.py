@@ -37,7 +37,7 @@ from datasets import build
 from datasets.core.builder import FaceOptions
 from merjax.errors import UserError
 from merjax.data import clip_ops, samplers, targets
-from merjax.models import registry
+from merjax.models import recurrent, registry
 from merjax.train import losses, optim
 
 SELECT_METRICS = ("uf1", "uar", "accuracy")   # validation metrics an epoch can be chosen on (higher is better)
@@ -210,7 +210,7 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
     if "se_reduction" in config.model.backbone:
         _integer(config, "model.backbone.se_reduction", 0, "squeeze-excitation reduction; 0 = none")
     if "temporal" in config.model:
-        _choice(config, "model.temporal.kind", ("lstm", "bilstm"))
+        _choice(config, "model.temporal.kind", tuple(recurrent.TEMPORAL_MODELS))
         _integer(config, "model.temporal.hidden", 1, "LSTM units")
         _integer(config, "model.temporal.layers", 1, "LSTM layers")
         _number(config, "model.temporal.dropout", 0.0, 1.0, "dropout between LSTM layers", high_open=True)
