@@ -108,6 +108,7 @@ def aggregate(summaries: Sequence[dict[str, Any]], provenance: dict[str, Any] | 
     first = summaries[0]
     count = len(summaries)
     summary: dict[str, Any] = {key: first[key] for key in ("experiment", "dataset", "classes", "protocol")}
+    summary["subject_independent"] = first.get("subject_independent", True)
     summary["seeds"] = [s["seed"] for s in summaries]
     summary["num_seeds"] = count
     # Student t: the mean over seeds ± t_{(1+c)/2, n-1} · std / sqrt(n); needs two seeds.
@@ -128,9 +129,22 @@ def aggregate(summaries: Sequence[dict[str, Any]], provenance: dict[str, Any] | 
     summary["std_ddof"] = STD_DDOF
     summary["chance"] = {kind: _mean_over_seeds([s["chance"][kind] for s in summaries])
                          for kind in ("majority", "uniform")}
+    if "stages" in first:   # a multi-stage run: each tested stage's pooled metrics over seeds
+        summary["stages"] = {name: _stage_over_seeds([s["stages"][name] for s in summaries])
+                             for name, stage in first["stages"].items() if "uf1" in stage}
     summary["per_seed"] = list(summaries)
     summary["provenance"] = provenance
     return summary
+
+
+def _stage_over_seeds(stages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample std over seeds of one stage's pooled metrics."""
+    over_seeds: dict[str, Any] = {"final": stages[0]["final"]}
+    for key in SUMMARY_METRICS:
+        values = np.array([stage[key] for stage in stages], np.float64)
+        over_seeds[key] = float(values.mean())
+        over_seeds[f"{key}_std"] = float(values.std(ddof=STD_DDOF)) if len(values) > 1 else None
+    return over_seeds
 
 
 def _mean_over_seeds(levels: Sequence[dict[str, Any]]) -> dict[str, float | None]:
@@ -150,6 +164,9 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# {summary['experiment']} on {summary['dataset']} ({summary['protocol']}), seeds {seeds}",
         "",
+        *([f"**Not subject-independent**: {summary['protocol']} puts clips of one subject on both sides of a "
+           f"fold, so these scores are optimistic next to kfold_by_subject or loso.", ""]
+          if not summary.get("subject_independent", True) else []),
         "| seed | accuracy | UF1 | UAR | clips |",
         "|---|---|---|---|---|",
     ]
@@ -165,6 +182,11 @@ def markdown(summary: dict[str, Any]) -> str:
     chance = summary["chance"]
     lines.append(f"| chance: training-side majority (mean over seeds) | {report.format_scores(chance['majority'])} | |")
     lines.append(f"| chance: uniform guess (expected, mean over seeds) | {report.format_scores(chance['uniform'])} | |")
+    if "stages" in summary:
+        lines += ["", "| stage (mean ± std over seeds) | accuracy | UF1 | UAR |", "|---|---|---|---|"]
+        for name, stage in summary["stages"].items():
+            lines.append(f"| {name}{' (final)' if stage['final'] else ''} | " + " | ".join(
+                report.format_mean_std(stage[key], stage[f"{key}_std"]) for key in SUMMARY_METRICS) + " |")
     lines += [
         "",
         f"Each seed's row: its metrics pooled over folds, with the {confidence} bootstrap interval over its test "

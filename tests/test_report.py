@@ -206,6 +206,27 @@ def test_aggregate_of_one_seed_has_no_std_or_interval(clip_set):
     assert "n/a (one seed)" in seeds.markdown(summary)
 
 
+def test_stages_and_sample_dependence_are_reported_per_seed_and_over_seeds(clip_set):
+    summaries = []
+    for seed in (0, 1):
+        config = smoke_config(seed)
+        config.protocol.kind = "kfold_by_sample"
+        results = {"exp1": two_fold_results(clip_set, seed + 10), "clips": two_fold_results(clip_set, seed)}
+        summary = report.summarize(config, clip_set, results["clips"])
+        summary["stages"] = report.stage_summaries(config, clip_set, results, "clips")
+        assert summary["subject_independent"] is False
+        assert "**Not subject-independent**" in report.markdown(summary)
+        assert summary["stages"]["clips"]["uf1"] == pytest.approx(summary["uf1"])
+        summaries.append(summary)
+    over = seeds.aggregate(summaries)
+    assert over["subject_independent"] is False and list(over["stages"]) == ["exp1", "clips"]
+    values = [s["stages"]["exp1"]["uf1"] for s in summaries]
+    assert over["stages"]["exp1"]["uf1"] == pytest.approx(np.mean(values))
+    assert over["stages"]["exp1"]["uf1_std"] == pytest.approx(np.std(values, ddof=1))
+    text = seeds.markdown(over)
+    assert "**Not subject-independent**" in text and "| clips (final) |" in text
+
+
 def test_checked_seeds_names_the_bad_value():
     assert seeds.checked_seeds((0, 5, 2)) == [0, 5, 2]
     with pytest.raises(UserError, match="config.seeds: seed 1 is given more than once"):
