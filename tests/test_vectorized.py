@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -16,7 +13,6 @@ from merjax.train import optim, sharding, steps, vectorized
 from merjax.train.loop import fit
 from tests import tiny_training as tiny
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH = (2, 5, 3)
 EPOCHS = 3
 SELECT = "wobble"
@@ -187,9 +183,4 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent("""
 
 
 def test_folds_trained_together_on_8_emulated_devices_equal_1_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-               PYTHONPATH=REPO)
-    result = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT], env=env, cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "OK" in result.stdout
+    assert "OK" in tiny.run_on_emulated_devices(MULTI_DEVICE_SCRIPT)

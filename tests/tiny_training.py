@@ -9,6 +9,9 @@ the step counter all take part in training; batches follow the batch contract
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 from typing import Any, Callable, Iterator
 
 import flax.linen as nn
@@ -71,3 +74,15 @@ def initial_state(steps_per_epoch: int, seed: int = 0) -> TrainState:
     variables = init_variables(MODEL, batch(np.random.default_rng(0))["inputs"], jax.random.key(seed))
     return create_train_state(MODEL, variables, TX, jax.random.key(seed + 1), steps_per_epoch=steps_per_epoch,
                               learning_rate_fn=optim.learning_rate_schedule(TRAIN_CONFIG))
+
+
+def run_on_emulated_devices(script: str, devices: int = 8) -> str:
+    """Runs ``script`` in a fresh Python with ``devices`` emulated CPU devices; returns its stdout (fails the
+    test with the script's stderr when it exits non-zero)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+               PYTHONPATH=repo)
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=repo, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
