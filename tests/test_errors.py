@@ -52,6 +52,17 @@ def test_every_shipped_config_is_valid(module, preset: str) -> None:
     validate(module.get_config(preset))
 
 
+def test_presets_are_data_applied_last_and_join_with_plus() -> None:
+    smoke = smic_lstm.get_config("smoke")
+    assert smoke.model.temporal.hidden == 8 and smoke.model.temporal.layers == 3   # the preset's size wins
+    assert smic_lstm.get_config("default").model.temporal.hidden == 256
+    staged = smic_bilstm.get_config("smoke+exp1_encoder")
+    assert staged.preset == "smoke+exp1_encoder" and tuple(staged.stage_order) == ("exp1", "clips")
+    validate(staged)
+    with pytest.raises(UserError, match=r"unknown preset 'exp2'.*joined by '\+'"):
+        smic_bilstm.get_config("smoke+exp2")
+
+
 @pytest.mark.parametrize("key, value, expected", [
     ("train.epochs", 0, "--config.train.epochs=0: must be an integer >= 1"),
     ("train.epochs", -3, "--config.train.epochs=-3: must be an integer >= 1"),

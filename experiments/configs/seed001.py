@@ -95,8 +95,11 @@ def _nested(dotted: dict[str, object]) -> dict[str, object]:
     return nested
 
 
-def config(experiment: str, presets: str, *, frames: bool = False) -> ml_collections.ConfigDict:
-    """Seed 001's model on the base config, with ``presets`` applied ('default', 'smoke+exp1_encoder', ...)."""
+def config(experiment: str, presets: str, *, temporal: dict[str, object] | None = None,
+           frames: bool = False) -> ml_collections.ConfigDict:
+    """Seed 001's model on the base config with the experiment's own ``temporal`` model (Exp-II/III) or
+    single ``frames`` (Exp-I), then ``presets`` applied ('default', 'smoke+exp1_encoder', ...): presets
+    come last, so that a preset's sizes win over the experiment's."""
     cfg = base.base()
     cfg.experiment = experiment
     cfg.model.backbone.stage_sizes = (3, 4, 6, 3)   # ResNet-50
@@ -111,6 +114,7 @@ def config(experiment: str, presets: str, *, frames: bool = False) -> ml_collect
     # Seed 001 names fc1–fc3 but gives no sizes: 512 → 128 → classes.
     cfg.model.head.hidden = (512, 128)
     cfg.model.head.dropout = 0.5
+    cfg.model.temporal.update(temporal or {})
     size_preset = presets.split("+")[0]
     available = dict(PRESETS)
     if size_preset in PRESETS:

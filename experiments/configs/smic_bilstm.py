@@ -10,8 +10,5 @@ from experiments.configs import seed001
 
 
 def get_config(preset: str = "default"):
-    config = seed001.config("smic_bilstm", preset)
-    config.model.temporal.kind = "bilstm"   # seed 001 §4.5: one Bi-LSTM layer
-    config.model.temporal.layers = 1
-    config.model.temporal.hidden = 256
-    return config
+    # seed 001 §4.5: one Bi-LSTM layer
+    return seed001.config("smic_bilstm", preset, temporal={"kind": "bilstm", "layers": 1, "hidden": 256})

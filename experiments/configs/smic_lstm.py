@@ -7,8 +7,5 @@ from experiments.configs import seed001
 
 
 def get_config(preset: str = "default"):
-    config = seed001.config("smic_lstm", preset)
-    config.model.temporal.kind = "lstm"     # seed 001 §4.4: a 3-layer LSTM decoder
-    config.model.temporal.layers = 3
-    config.model.temporal.hidden = 256
-    return config
+    # seed 001 §4.4: a 3-layer LSTM decoder
+    return seed001.config("smic_lstm", preset, temporal={"kind": "lstm", "layers": 3, "hidden": 256})
