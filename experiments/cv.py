@@ -631,12 +631,12 @@ def run_scope_stage(stage: stages_lib.Stage, workdir: str, saved: dict[str, str]
             stage.name, config, saved[stage.init_from], stage_dir, f"--config.stages.{stage.name}.init")
     setup = setup or setup_stage(config, clip_set, stage_dir)
     stamp = fold_stamp(run_stamp(config, clip_set), clip_set, fold, stage.name, config.train.freeze_until,
-                       _stamp_of(saved.get(stage.init_from)))
+                       saved_stamp_digest(saved.get(stage.init_from)))
     saved[stage.name] = stage_dir
     return run_stage_fold(setup, clip_set, fold, 0, stage_dir, stamp, init_record=init_record, keep_variables=True)
 
 
-def _stamp_of(stage_dir: str | None) -> str | None:
+def saved_stamp_digest(stage_dir: str | None) -> str | None:
     """The digest of the stamp an earlier stage was computed under (part of a later stage's stamp)."""
     if stage_dir is None:
         return None
@@ -662,7 +662,7 @@ def run_fold_stage(stage: stages_lib.Stage, clip_set: ClipSet, folds: list[proto
         else:
             setup = setups.shared(stage.name, config)
         fold_stamp_ = fold_stamp(stamp, clip_set, fold, stage.name, config.train.freeze_until,
-                                 _stamp_of(saved[index].get(stage.init_from)))
+                                 saved_stamp_digest(saved[index].get(stage.init_from)))
         saved[index][stage.name] = stage_dir
         if not config.train.vectorize_folds:
             results[index] = run_stage_fold(setup, clip_set, fold, index, stage_dir, fold_stamp_,

@@ -3,6 +3,8 @@ folds trained together predict what folds trained one after another predict."""
 
 from __future__ import annotations
 
+import json
+
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import cv, stages
-from experiments.configs import base
+from experiments.configs import base, smic_bilstm
 from merjax.data import targets
 from merjax.models import registry
 from tests.conftest import make_clip_set
@@ -105,3 +107,33 @@ def test_folds_trained_together_predict_what_folds_trained_one_by_one_predict(tm
         np.testing.assert_allclose(a["test"]["log_probs"], b["test"]["log_probs"], atol=2e-4)
         np.testing.assert_allclose([h["train_loss"] for h in a["history"]],
                                    [h["train_loss"] for h in b["history"]], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_run_stage_on_other_data_trains_once_and_every_fold_starts_from_it(tmp_path, tiny_data_dir):
+    """Stage `pre` (scope 'run') trains Exp-I once on the tiny dataset; each fold's clip model starts from its
+    backbone. The run's own clips are other clips (in memory here)."""
+    config = smic_bilstm.get_config("smoke")
+    config.data.data_dir = tiny_data_dir
+    config.data.name = "synthetic_me/smic_like"      # the run's data: not the stage's
+    config.stages = ml_collections.ConfigDict({
+        "pre": {"scope": "run", "data": {"name": "synthetic_me/tiny"}, "sampler": {"name": "frames",
+                "balance_per_class": 16}, "model": {"name": "frame_classifier"}, "train": {"epochs": 1}},
+        "clips": {"init": {"from_stage": "pre", "include": ("backbone",)}, "train": {"epochs": 1}},
+    })
+    config.stage_order = ("pre", "clips")
+    pre, clips = stages.resolve(config)
+    saved: dict[str, str] = {}
+    trained = cv.run_scope_stage(pre, str(tmp_path), saved)
+    assert trained["test"] is None and saved == {"pre": str(tmp_path / "pre")}
+    assert (tmp_path / "pre" / cv.VARIABLES_FILE).is_file()
+    assert cv.run_scope_stage(pre, str(tmp_path), {}) == trained          # finished: reused, not retrained
+    clip_set = make_clip_set(num_subjects=4, size=16, min_length=5, max_length=8)
+    folds = cv.make_folds(clips.config, clip_set)
+    results = cv.run_fold_stage(clips, clip_set, folds, cv.run_stamp(config, clip_set), str(tmp_path),
+                                [dict(saved) for _ in folds], keep_variables=False, single=False)
+    pre_stamp = cv.saved_stamp_digest(str(tmp_path / "pre"))
+    for fold, result in zip(folds, results):
+        assert result["init"]["from"] == "pre" and result["init"]["fresh_subtrees"] == ["head", "temporal"]
+        stamp = json.loads((tmp_path / fold.name / "clips" / cv.STAMP_FILE).read_text())
+        assert stamp["stage"]["init_from"] == pre_stamp
