@@ -211,9 +211,9 @@ def bound_steps(config: ml_collections.ConfigDict, mesh: Any) -> BoundSteps:
 
 
 def setup_stage(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: str | None = None,
-                variables: Any = None) -> StageSetup:
+                variables: Any = None, *, cache: bool = True) -> StageSetup:
     """The model, sampler, targets, initial variables (``variables`` or fresh), bound steps, optimiser and (with a
-    frozen prefix) the feature cache of a stage."""
+    frozen prefix, unless ``cache`` is False) the feature cache of a stage."""
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.train.batch_size, mesh)
     sharding.check_batch_size(config.train.eval_batch_size, mesh)
@@ -229,7 +229,7 @@ def setup_stage(config: ml_collections.ConfigDict, clip_set: ClipSet, workdir: s
     if freeze_until is not None:
         setup.frozen = optim.frozen_mask(variables["params"], freeze_until, model.backbone)
         setup.frozen_prefix = {"freeze_until": freeze_until, "cached": bool(config.train.cache_prefix)}
-        if config.train.cache_prefix:
+        if config.train.cache_prefix and cache:
             cache_prefix(setup, workdir)
     # One optimiser object for every fold of the stage, so that folds can be trained together (vectorised).
     setup.tx = optim.make_optimizer(config.train, frozen=setup.frozen)
@@ -597,23 +597,23 @@ class Setups:
 
     def __init__(self, clip_set: ClipSet, workdir: str):
         self._clip_set, self._workdir = clip_set, workdir
-        self._shared: dict[tuple[str, str], StageSetup] = {}
+        self._shared: dict[tuple[str, str, bool], StageSetup] = {}
 
-    def shared(self, stage: str, config: ml_collections.ConfigDict) -> StageSetup:
-        key = (stage, config.train.freeze_until)
+    def shared(self, stage: str, config: ml_collections.ConfigDict, *, cache: bool = True) -> StageSetup:
+        key = (stage, config.train.freeze_until, cache)
         if key not in self._shared:
-            self._shared[key] = setup_stage(config, self._clip_set, self._workdir)
+            self._shared[key] = setup_stage(config, self._clip_set, self._workdir, cache=cache)
         return self._shared[key]
 
     def started_from(self, stage: str, config: ml_collections.ConfigDict, earlier_dir: str, stage_dir: str,
                      where: str) -> tuple[StageSetup, dict[str, Any]]:
         """A set-up whose initial variables take ``config.init``'s subtrees from the stage saved in ``earlier_dir``."""
-        fresh = self.shared(stage, config)
+        fresh = self.shared(stage, config, cache=False)
         variables, record = stages_lib.transfer(fresh.variables, load_variables(earlier_dir),
                                                 tuple(config.init.include), tuple(config.init.exclude), where)
         record["from"] = config.init.from_stage
-        if fresh.frozen_prefix and fresh.frozen_prefix["cached"]:
-            # The cached prefix depends on the variables: this fold's own cache.
+        if config.train.freeze_until and config.train.cache_prefix:
+            # The cached prefix depends on the variables: this fold's own cache, in its own folder.
             return setup_stage(config, self._clip_set, stage_dir, variables=variables), record
         return dataclasses.replace(fresh, variables=variables), record
 
