@@ -34,7 +34,7 @@ indices; time-axis samplers add ``mask`` [N] (True on real frames).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
@@ -73,7 +73,8 @@ class Sampler:
     streams: tuple[str, ...] = ("frames",)
     augment: Augment | None = None
 
-    sample_level = None  # type: str | None
+    # The name of a sample smaller than a clip whose own metrics are reported ('frame'), or None.
+    sample_level: ClassVar[str | None] = None
 
     def reading(self, streams: tuple[str, ...], augment: Augment | None) -> "Sampler":
         """This sampler reading other streams (e.g. cached prefix features) with other augmentation."""
@@ -84,6 +85,7 @@ class Sampler:
         return {}
 
     def check(self, clip_set: ClipSet) -> None:
+        """Refuses a clip set without the streams this sampler reads, naming the config keys that make them."""
         missing = [stream for stream in self.streams if stream not in clip_set.streams]
         if missing:
             raise UserError(f"the sampler reads stream(s) {missing} but {clip_set.name} has {sorted(clip_set.streams)}: "
@@ -104,7 +106,21 @@ class Sampler:
             inputs = self.augment(inputs, rng)
         return inputs
 
-    # Subclasses define: train_rows, load_train, eval_rows, load_eval.
+    def train_rows(self, clip_set: ClipSet, clip_indices: np.ndarray) -> np.ndarray:
+        """The training samples of ``clip_indices`` as rows (clip, start) [n,2]; start -1: drawn at load."""
+        raise NotImplementedError
+
+    def load_train(self, clip_set: ClipSet, row: np.ndarray, rng: np.random.Generator) -> Inputs:
+        """One training sample's model inputs, augmented with ``rng``."""
+        raise NotImplementedError
+
+    def eval_rows(self, clip_set: ClipSet, clip_indices: np.ndarray) -> np.ndarray:
+        """The evaluation samples of ``clip_indices`` as rows (clip, start) [n,2]."""
+        raise NotImplementedError
+
+    def load_eval(self, clip_set: ClipSet, row: np.ndarray) -> tuple[Inputs, np.ndarray]:
+        """One evaluation sample's model inputs and the validity of its predictions ([] or [W] windows)."""
+        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)
