@@ -14,7 +14,7 @@ from datasets.core.sheets import (CodedClip, ListedClip, disk_names, objective_c
                                   read_megc_list, read_samm_codes)
 from tests.fake_sheets import CasmeRow, SammRow, write_casme2_coding, write_samm_codes
 
-MEGC_LIST = Path("/work/shared/data/megc2019_composite_3class.csv")   # the official 442-row list the project ships
+MEGC_LIST = Path(__file__).resolve().parents[1] / "datasets" / "megc2019" / "megc2019_composite_3class.csv"   # the official list
 
 CASME_ROWS = [
     CasmeRow("01", "EP02_01f", 46, 59, 86, "happiness", "12", 1),
