@@ -397,7 +397,8 @@ def checked_fold_dir(fold_dir: str, stamp: dict[str, Any]) -> dict[str, Any] | N
 
 
 def _outputs_in(fold_dir: str) -> bool:
-    """Whether ``fold_dir`` holds anything but the folders of its stages (a multi-stage fold's own folder)."""
+    """Whether ``fold_dir`` holds outputs: a file or a ``checkpoints`` folder. Other folders are not outputs: a
+    stage-fold that starts from its earlier stage writes its own prefix cache there before its stamp."""
     return any(not os.path.isdir(os.path.join(fold_dir, entry)) or entry == "checkpoints"
                for entry in os.listdir(fold_dir))
 
@@ -472,7 +473,7 @@ def begin_stage_fold(setup: StageSetup, fold: protocols.Fold, fold_index: int, s
     return StageFold(setup, fold, stage_dir, stamp, training, train_clips, val_clips, init_record, keep_variables)
 
 
-def run_stage_fold(setup: StageSetup, clip_set: ClipSet, fold: protocols.Fold, fold_index: int, stage_dir: str,
+def run_stage_fold(setup: StageSetup, fold: protocols.Fold, fold_index: int, stage_dir: str,
                    stamp: dict[str, Any], *, init_record: dict[str, Any] | None = None,
                    keep_variables: bool = False) -> dict[str, Any]:
     """Trains one stage of one fold and tests it, or returns its finished result from an earlier run with the
@@ -493,7 +494,7 @@ def run_stage_fold(setup: StageSetup, clip_set: ClipSet, fold: protocols.Fold, f
         progress=tqdm,
         description=os.path.relpath(stage_dir, os.path.dirname(os.path.dirname(stage_dir))),
     )
-    return finish_stage_fold(begun, clip_set, fitted)
+    return finish_stage_fold(begun, fitted)
 
 
 def fit_together(begun: list[StageFold], workdir: str, stage: str) -> list[Any]:
@@ -516,9 +517,10 @@ def fit_together(begun: list[StageFold], workdir: str, stage: str) -> list[Any]:
     )
 
 
-def finish_stage_fold(begun: StageFold, clip_set: ClipSet, fitted: Any) -> dict[str, Any]:
+def finish_stage_fold(begun: StageFold, fitted: Any) -> dict[str, Any]:
     """Tests a trained stage-fold and writes its result (and, when a later stage needs them, its variables)."""
     setup, fold, training = begun.setup, begun.fold, begun.training
+    clip_set = setup.inputs   # the clips (or their cached features: same ids, labels and subjects)
     train_clips, val_clips = begun.train_clips, begun.val_clips
     result = {
         "name": fold.name,
@@ -633,7 +635,7 @@ def run_scope_stage(stage: stages_lib.Stage, workdir: str, saved: dict[str, str]
     stamp = fold_stamp(run_stamp(config, clip_set), clip_set, fold, stage.name, config.train.freeze_until,
                        saved_stamp_digest(saved.get(stage.init_from)))
     saved[stage.name] = stage_dir
-    return run_stage_fold(setup, clip_set, fold, 0, stage_dir, stamp, init_record=init_record, keep_variables=True)
+    return run_stage_fold(setup, fold, 0, stage_dir, stamp, init_record=init_record, keep_variables=True)
 
 
 def saved_stamp_digest(stage_dir: str | None) -> str | None:
@@ -665,7 +667,7 @@ def run_fold_stage(stage: stages_lib.Stage, clip_set: ClipSet, folds: list[proto
                                  saved_stamp_digest(saved[index].get(stage.init_from)))
         saved[index][stage.name] = stage_dir
         if not config.train.vectorize_folds:
-            results[index] = run_stage_fold(setup, clip_set, fold, index, stage_dir, fold_stamp_,
+            results[index] = run_stage_fold(setup, fold, index, stage_dir, fold_stamp_,
                                             init_record=init_record, keep_variables=keep_variables)
             continue
         begun = begin_stage_fold(setup, fold, index, stage_dir, fold_stamp_, init_record=init_record,
@@ -677,7 +679,7 @@ def run_fold_stage(stage: stages_lib.Stage, clip_set: ClipSet, folds: list[proto
     for group in pending.values():
         fitted = fit_together([begun for _, begun in group], workdir, stage.name)
         for (index, begun), fold_fit in zip(group, fitted):
-            results[index] = finish_stage_fold(begun, clip_set, fold_fit)
+            results[index] = finish_stage_fold(begun, fold_fit)
     return [results[index] for index in range(len(folds))]
 
 
@@ -717,6 +719,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     summary = report.summarize(config, clip_set, results, provenance=record)
     summary["coverage"] = coverage
     if len(stage_list) > 1:
-        summary["stages"] = report.stage_summaries(config, clip_set, stage_results, fold_stages[-1].name)
+        summary["stages"] = report.stage_summaries(clip_set, stage_results, fold_stages[-1].name)
     report.write(workdir, summary, results, clip_set.class_names)
     return summary

@@ -91,8 +91,7 @@ def summarize(config: ml_collections.ConfigDict, clip_set: ClipSet, results: Seq
     return summary
 
 
-def stage_summaries(config: ml_collections.ConfigDict, clip_set: ClipSet,
-                    stage_results: dict[str, list[dict[str, Any]]], final: str) -> dict[str, Any]:
+def stage_summaries(clip_set: ClipSet, stage_results: dict[str, list[dict[str, Any]]], final: str) -> dict[str, Any]:
     """Per stage of a multi-stage run: its pooled test metrics (fold stages) or its training record (run stages).
 
     Only the last stage's numbers are the run's result; the earlier ones show

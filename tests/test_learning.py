@@ -31,7 +31,7 @@ def test_clip_model_learns_easy_motion_task_on_held_out_subjects(tmp_path):
     clip_set = make_clip_set(num_subjects=4, clips_per_class=3, size=16, min_length=8, max_length=14)
     folds = cv.make_folds(config, clip_set)
     stamp = cv.fold_stamp(cv.run_stamp(config, clip_set), clip_set, folds[0], "main", "")
-    result = cv.run_stage_fold(cv.setup_stage(config, clip_set), clip_set, folds[0], 0, str(tmp_path), stamp)
+    result = cv.run_stage_fold(cv.setup_stage(config, clip_set), folds[0], 0, str(tmp_path), stamp)
     history = result["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.2
     test = result["test"]

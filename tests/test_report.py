@@ -213,7 +213,7 @@ def test_stages_and_sample_dependence_are_reported_per_seed_and_over_seeds(clip_
         config.protocol.kind = "kfold_by_sample"
         results = {"exp1": two_fold_results(clip_set, seed + 10), "clips": two_fold_results(clip_set, seed)}
         summary = report.summarize(config, clip_set, results["clips"])
-        summary["stages"] = report.stage_summaries(config, clip_set, results, "clips")
+        summary["stages"] = report.stage_summaries(clip_set, results, "clips")
         assert summary["subject_independent"] is False
         assert "**Not subject-independent**" in report.markdown(summary)
         assert summary["stages"]["clips"]["uf1"] == pytest.approx(summary["uf1"])

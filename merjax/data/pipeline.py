@@ -10,6 +10,7 @@ Samplers (``merjax.data.samplers``) then cut them into samples and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shlex
@@ -69,9 +70,10 @@ class ClipSet:
         """The ``frames`` stream: [T,H,W,3] uint8 face crops per clip."""
         return self.streams["frames"]
 
-    @property
+    @functools.cached_property
     def lengths(self) -> np.ndarray:
-        """Frames per clip (the time axis of the landmarks, which every time-axis stream shares)."""
+        """Frames per clip (the time axis of the landmarks, which every time-axis stream shares); computed once,
+        since samplers ask for it (and for the longest clip) for every sample."""
         return np.asarray([len(points) for points in self.landmarks], np.int64)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> "ClipSet":
