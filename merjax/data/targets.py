@@ -13,6 +13,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from merjax.data.pipeline import ClipSet
+from merjax.data.protocols import subject_keys
 from merjax.errors import UserError
 
 TargetFn = Callable[[ClipSet], tuple[np.ndarray, int]]
@@ -31,6 +32,14 @@ def target(name: str) -> Callable[[TargetFn], TargetFn]:
 def clip_label(clip_set: ClipSet) -> tuple[np.ndarray, int]:
     """The clip's class in the dataset's class set."""
     return clip_set.labels.astype(np.int32), clip_set.num_classes
+
+
+@target("identity")
+def clip_identity(clip_set: ClipSet) -> tuple[np.ndarray, int]:
+    """The clip's subject, as its index among the clip set's subjects (sorted ``<dataset>/<subject>`` keys, so
+    that two databases' ``s1`` stay apart): VGGFace2's task, face identification."""
+    subjects, index = np.unique(subject_keys(clip_set.datasets, clip_set.subjects), return_inverse=True)
+    return index.astype(np.int32), len(subjects)
 
 
 def clip_targets(names: tuple[str, ...], clip_set: ClipSet) -> tuple[dict[str, np.ndarray], dict[str, int]]:
