@@ -4,6 +4,7 @@ face regions (``merjax.faces.regions``) and the iBUG-68 index groups (``merjax.f
 from merjax.faces.crop import (
     crop_frames,
     face_box,
+    frame_box,
     from_crop_coordinates,
     pixel_region,
     to_crop_coordinates,
@@ -22,6 +23,6 @@ from merjax.faces.landmarks import (
 
 __all__ = [
     "Box", "DlibLandmarks", "FanLandmarks", "FirstFace", "LandmarkDetector", "crop_frames", "face_box",
-    "first_face", "from_crop_coordinates", "landmarks_in", "make_detector", "pad_image", "pixel_region",
-    "to_crop_coordinates",
+    "first_face", "frame_box", "from_crop_coordinates", "landmarks_in", "make_detector", "pad_image",
+    "pixel_region", "to_crop_coordinates",
 ]

@@ -66,6 +66,22 @@ def face_box(landmarks: np.ndarray, margin: float) -> Box:
     return Box(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
 
 
+def frame_box(height: int, width: int) -> Box:
+    """The square box, centred on a ``height`` x ``width`` frame, that just holds the whole frame.
+
+    ``crop_frames`` with it letterboxes the frame: scaled with its aspect kept
+    so that its longer side fills the output, centred, the shorter axis filled
+    out with the frame's replicated edge pixels; ``to_crop_coordinates`` with it
+    maps landmarks onto that output. Builders use it to store full frames
+    instead of face crops (``FaceOptions.full_frame``).
+    """
+    height, width = _check_size(height), _check_size(width)
+    side = max(height, width)
+    # The frame covers [-0.5, width - 0.5] x [-0.5, height - 0.5] (pixel centres at integers).
+    left, top = (width - side) / 2 - 0.5, (height - side) / 2 - 0.5
+    return Box(left, top, left + side, top + side)
+
+
 def pixel_region(box: Box) -> tuple[int, int, int, int]:
     """The whole-pixel region (x0, y0, width, height) that a crop with ``box`` cuts: pixels
     x0 .. x0 + width - 1 and y0 .. y0 + height - 1, each side at least 1."""
