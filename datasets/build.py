@@ -3,7 +3,8 @@
 Each dataset is a package ``datasets.<NAME>`` holding a module of the same
 name whose import registers its TFDS builder. Licensed databases read the
 user's copy from ``--manual_dir`` and crop faces at build time (``--crop_size``,
-``--margin``, ``--every_frame_landmarks``, ``--detector``); the build prints
+``--margin``, ``--every_frame_landmarks``, ``--detector``), or keep the whole
+frame letterboxed to ``--crop_size`` with ``--full_frame``; the build prints
 their report (clips per class against the known totals, every quirk fixed or
 skipped), which is also stored in the dataset's ``metadata.json``. The embedded
 ``synthetic_me`` needs nothing. ``--data_dir`` defaults to ``$MERJAX_DATA_DIR``
@@ -16,7 +17,9 @@ differs and the command that rebuilds it (``--overwrite``); so is a damaged
 copy (no or an unreadable ``dataset_info.json``, lost class names) and one
 without every feature of the current schema. Copies live in a folder per
 builder version (``<data_dir>/<name>/<config>/<version>``), so a builder with
-a new version builds anew beside an older copy instead of reusing it.
+a new version builds anew beside an older copy instead of reusing it;
+full-frame copies live under ``<data_dir>/full_frame/`` (``stored_data_dir``),
+so that a database can be prepared both ways at once.
 Experiments call ``ensure_all_built``, which builds only what is missing.
 
 User errors (an unknown name, a bad option, a manual_dir without the
@@ -27,6 +30,7 @@ Examples:
   python -m datasets.build synthetic_me/smic_like --data_dir=/tmp/mj_data
   python -m datasets.build smic/hs --data_dir=DIR --manual_dir=/data/SMIC --overwrite
   python -m datasets.build casme2/cropped_4class --data_dir=DIR --manual_dir=/data/CASME2 --crop_size=128
+  python -m datasets.build smic/hs_4class --data_dir=DIR --manual_dir=/data/SMIC --full_frame
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ FILE_FORMAT = "array_record"
 DATASETS_PACKAGE = "datasets"
 DEFAULT_DATA_DIR = os.environ.get("MERJAX_DATA_DIR", os.path.expanduser("~/merjax_data"))
 DETECTORS = ("dlib", "fan")   # FaceOptions.detector: merjax.faces backends
+FULL_FRAME_FOLDER = "full_frame"   # under the data_dir: the copies built with FaceOptions.full_frame
 VERBOSE_ENV = "MERJAX_VERBOSE"
 USER_ERROR_STATUS = 2
 
@@ -132,11 +137,25 @@ def resolve_name(name: str) -> tuple[type[tfds.core.DatasetBuilder], str | None]
     return builder_class, config if config is not None or not configs else configs[0]
 
 
+def stored_data_dir(data_dir: str, faces: FaceOptions | None) -> str:
+    """The TFDS data_dir a build with ``faces`` writes to: ``data_dir`` itself, or for full frames
+    ``<data_dir>/full_frame``.
+
+    Full frames are another kind of dataset than face crops (the scene, not
+    the face), and seed 001 needs them while the other seeds need the crops of
+    the same database: kept in their own folder, both copies can be prepared
+    in one data_dir. Copies made with other face options share a folder, and
+    ``stale_reasons`` refuses one that does not match the request.
+    """
+    return os.path.join(data_dir, FULL_FRAME_FOLDER) if faces is not None and faces.full_frame else data_dir
+
+
 def make_builder(name: str, data_dir: str, faces: FaceOptions | None = None) -> tfds.core.DatasetBuilder:
     """The TFDS builder of ``NAME[/CONFIG]`` writing array_record under ``data_dir``.
 
     ``faces`` (real databases only; default ``FaceOptions()``) sets the face
-    crop and landmarks made at build time.
+    crop and landmarks made at build time; full-frame builds write under
+    ``stored_data_dir``.
 
     Raises:
       UserError: naming the unknown dataset or config and listing the known ones.
@@ -147,14 +166,16 @@ def make_builder(name: str, data_dir: str, faces: FaceOptions | None = None) -> 
         options["faces"] = faces or FaceOptions()
     elif faces is not None:
         raise UserError(f"dataset {split_name(name)[0]!r} is not read from a database: it takes no face options")
-    return builder_class(config=config, data_dir=data_dir, file_format=FILE_FORMAT, **options)
+    return builder_class(config=config, data_dir=stored_data_dir(data_dir, faces), file_format=FILE_FORMAT,
+                         **options)
 
 
-def prepared_dir(name: str, data_dir: str) -> Path:
-    """Where TFDS keeps the prepared copy of ``NAME[/CONFIG]``: ``<data_dir>/<name>/<config>/<version>``."""
+def prepared_dir(name: str, data_dir: str, faces: FaceOptions | None = None) -> Path:
+    """Where TFDS keeps the prepared copy of ``NAME[/CONFIG]`` built with ``faces``:
+    ``<data_dir>/<name>/<config>/<version>`` (full frames: under ``<data_dir>/full_frame``)."""
     builder_class, config = resolve_name(name)
     parts = [builder_class.name, *([config] if config else []), str(builder_class.VERSION)]
-    return Path(data_dir).joinpath(*parts)
+    return Path(stored_data_dir(data_dir, faces)).joinpath(*parts)
 
 
 def rebuild_command(name: str, data_dir: str, manual_dir: str | None = None,
@@ -192,10 +213,12 @@ def stale_reasons(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> 
 
     A real database's copy records its face options and manual_dir in its build
     report: other face options, or a ``manual_dir`` given and different, make
-    it stale. Its ``source_changes`` also compares what the build read
-    (``clip_folder``: ``labels.csv`` and the clip files; CASME II, SAMM, MEGC:
-    their coding sheets) with the given manual_dir or, when none is given, the
-    recorded one. A copy without a report (built by older code) is reused.
+    it stale; a face option the report lacks was added after the build, so the
+    copy counts as built with that option's default (``full_frame`` False).
+    Its ``source_changes`` also compares what the build read (``clip_folder``:
+    ``labels.csv`` and the clip files; CASME II, SAMM, MEGC: their coding
+    sheets) with the given manual_dir or, when none is given, the recorded one.
+    A copy without a report (built by older code) is reused.
     """
     try:
         report = read_build_report(builder.data_dir)
@@ -205,6 +228,8 @@ def stale_reasons(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> 
         return []
     reasons = []
     built, wanted = report.get("faces") or {}, dataclasses.asdict(builder.faces)
+    if built:
+        built = {**dataclasses.asdict(FaceOptions()), **built}
     differing = [key for key in wanted if built.get(key) != wanted[key]]
     if differing:
         reasons.append(f"it was built with face options {', '.join(f'{key}={built.get(key)!r}' for key in differing)}"
@@ -231,7 +256,7 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None, faces: Face
         else the recorded one); when the manual_dir does not hold the database
         (``ManualDirError``).
     """
-    directory = prepared_dir(name, data_dir)
+    directory = prepared_dir(name, data_dir, faces)
 
     def rebuild() -> str:
         recorded = None
@@ -318,6 +343,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                        help="dlib HOG upsampling: 1 finds faces from ~40 px, 0 from ~80 px (~4x faster at 640x480)")
     faces.add_argument("--max_face_tries", type=int, default=defaults.max_face_tries,
                        help="frames tried from the first until a face is found")
+    faces.add_argument("--full_frame", action="store_true",
+                       help="store the whole frame letterboxed to --crop_size, not the face crop (landmarks still "
+                            "stored; kept under DATA_DIR/full_frame)")
     return parser.parse_args(argv)
 
 

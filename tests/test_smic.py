@@ -113,7 +113,8 @@ def test_counts_are_checked_against_smic_hs(hs_4class_dir: str) -> None:
     text = "\n".join(report_lines(report))
     assert "DIFFERS" in text and "not checked (no known total): non_micro" in text
     assert report["faces"] == {"crop_size": 32, "margin": 0.1, "every_frame_landmarks": False, "detector": "dlib",
-                               "detector_weights": "", "detector_upsample": 1, "max_face_tries": 5}
+                               "detector_weights": "", "detector_upsample": 1, "max_face_tries": 5,
+                               "full_frame": False}
 
 
 def test_three_class_config_leaves_non_micro_out_and_overwrite_rebuilds(smic_root: Path, tmp_path: Path) -> None:

@@ -1,12 +1,13 @@
-"""The base TFDS builder of the real databases: clips found on disk -> face crops -> the shared schema.
+"""The base TFDS builder of the real databases: clips found on disk -> face crops (or full frames) -> the shared schema.
 
 A database package only says where its clips are (``find_clips``: a list of
 ``ClipSource`` — subject, clip, emotion word, frame files, onset/apex/offset as
 frame numbers) and which class set and label map each config uses. This module
 does the rest once for all of them: it keeps the frames of onset..offset, reads
 them, finds the face on the first frame (``merjax.faces``), crops every frame
-with that fixed box, places landmarks (first frame by default, every frame on
-request), turns frame numbers into indices, validates the example and logs
+with that fixed box (or, with ``FaceOptions.full_frame``, keeps the whole frame),
+places landmarks (first frame by default, every frame on request), turns frame
+numbers into indices, validates the example and logs
 every quirk. At the end it checks the per-class counts against the database's
 known totals and stores the quirk log, the counts and the face options in the
 dataset's ``metadata.json`` (``read_build_report``), which ``datasets.build``
@@ -39,7 +40,7 @@ METADATA_FILE = "metadata.json"
 
 @dataclasses.dataclass(frozen=True)
 class FaceOptions:
-    """How faces are cropped and landmarked at build time (stored with the dataset).
+    """How faces are cropped (or full frames kept) and landmarked at build time (stored with the dataset).
 
     Attributes:
       crop_size: side of the square face crop, pixels.
@@ -54,6 +55,17 @@ class FaceOptions:
         upsamples a frame first: 1 finds faces down to ~40 px, 0 only from
         ~80 px but is ~4x faster on 640x480 frames.
       max_face_tries: frames tried, from the first on, until a face is found.
+      full_frame: store the whole frame instead of the face crop (seed 001 works
+        without face cropping, its contribution 2). The schema's frames are
+        ``crop_size`` squares, so each frame is letterboxed into one
+        (``merjax.faces.frame_box``): scaled with its aspect kept until its
+        longer side is ``crop_size``, centred, the shorter axis filled out with
+        the frame's replicated edge pixels (SMIC-HS's 640x480 at 224: the frame
+        at 224x168 between two 28-pixel bars). The face is still found on the
+        first frame (a clip without one is still skipped) and the landmarks are
+        stored in the stored frame's coordinates, scale and offset applied;
+        ``margin`` is then unused. Full-frame copies are kept in their own
+        folder beside the face crops (``datasets.build.stored_data_dir``).
     """
 
     crop_size: int = 224
@@ -63,6 +75,7 @@ class FaceOptions:
     detector_weights: str = ""
     detector_upsample: int = 1
     max_face_tries: int = 5
+    full_frame: bool = False
 
     def __post_init__(self) -> None:
         if self.crop_size < 8:
@@ -200,7 +213,8 @@ def clip_example(source: ClipSource, label: int, options: FaceOptions, detector:
 
 def face_example(source: ClipSource, images: np.ndarray, numbers: Sequence[int], label: int, options: FaceOptions,
                  detector: face_ops.LandmarkDetector, quirks: QuirkLog) -> dict[str, Any] | None:
-    """The frames read for ``source`` (uint8 [T,H,W,3], their frame numbers) face-cropped into an example.
+    """The frames read for ``source`` (uint8 [T,H,W,3], their frame numbers) face-cropped (or, with
+    ``options.full_frame``, letterboxed whole) into an example.
 
     None when no face is found (logged). ``clip_example`` calls it after reading
     a frame folder; builders reading frames otherwise (videos) call it directly.
@@ -211,20 +225,21 @@ def face_example(source: ClipSource, images: np.ndarray, numbers: Sequence[int],
                                                 f"frame(s)")
         return None
     if found.frame_index > 0:
-        quirks.fixed("face_found_late", source.where,
-                     f"first face on frame {found.frame_index}; its box crops every frame")
+        use = "every frame's landmarks come from its box" if options.full_frame else "its box crops every frame"
+        quirks.fixed("face_found_late", source.where, f"first face on frame {found.frame_index}; {use}")
     if found.border > 0:
         quirks.fixed("face_found_with_border", source.where,
                      f"face found once the frame was padded by {found.border} px (a tight crop)")
-    box = face_ops.face_box(found.landmarks, options.margin)
-    crops = face_ops.crop_frames(images, box, options.crop_size)
+    box = (face_ops.frame_box(*images.shape[1:3]) if options.full_frame
+           else face_ops.face_box(found.landmarks, options.margin))
+    stored = face_ops.crop_frames(images, box, options.crop_size)
     if options.every_frame_landmarks:
         image_landmarks = np.stack([face_ops.landmarks_in(detector, image, found.box, found.border)
                                     for image in images])
     else:
         image_landmarks = np.repeat(found.landmarks[None], len(images), axis=0)
     return {
-        "frames": crops,
+        "frames": stored,
         "landmarks": face_ops.to_crop_coordinates(image_landmarks, box, options.crop_size).astype(np.float32),
         "label": label,
         "emotion": source.emotion,

@@ -46,6 +46,9 @@ def base() -> ml_collections.ConfigDict:
     config.data.faces.detector_weights = ""
     config.data.faces.detector_upsample = 1        # 0: ~4x faster detection, faces of >= ~80 px only
     config.data.faces.max_face_tries = 5
+    # Seed 001: the whole frame letterboxed to crop_size instead of the face crop (landmarks still stored);
+    # such copies are kept under data_dir/full_frame.
+    config.data.faces.full_frame = False
     config.data.image_size = 64                    # clip operation 1: every clip resized to this square side
     # Further per-clip operations, "name(key=value, ...)" (merjax.data.clip_ops), applied once at load and
     # cached under data_dir with a stamp of what they depend on, e.g. "crop_regions(template='seed002')".
