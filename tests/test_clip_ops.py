@@ -215,7 +215,8 @@ def test_cache_is_reused_under_an_equal_stamp_and_rebuilt_when_specs_version_or_
 
     first, computed = run()
     assert computed and isinstance(first.frames[0], np.memmap)
-    assert sorted(os.listdir(directory)) == ["bright.bin", "frames.bin", "key.json", "landmarks.bin"]
+    assert sorted(os.listdir(directory)) == ["apex.bin", "bright.bin", "fps.bin", "frames.bin", "key.json",
+                                             "landmarks.bin"]
     again, computed = run(specs=["resize( size=24 )", "test_brighten(amount=2)"])     # same canonical specs
     assert not computed
     for index in range(len(clip_set)):
@@ -250,3 +251,33 @@ def test_op_errors_name_the_spec_and_the_clip():
     clip_set = face_clip_set()
     with pytest.raises(UserError, match=r"crop_regions\(template='seed009'\).* clip 's1_0_0'.*seed009"):
         clip_ops.apply_clip_ops(clip_set, ["crop_regions(template='seed009')"])
+
+
+def test_resample_time_keeps_the_ends_interpolates_linearly_and_maps_the_apex():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (7, 4, 4, 3), dtype=np.uint8)
+    landmarks = rng.normal(size=(7, 68, 2)).astype(np.float32)
+    clip = {"frames": frames, "landmarks": landmarks, "apex": np.asarray(3), "fps": np.asarray(100.0)}
+    out = clip_ops.resample_time(clip, frames=13)   # every other output frame is a source frame
+    assert out["frames"].shape == (13, 4, 4, 3) and out["frames"].dtype == np.uint8
+    np.testing.assert_array_equal(out["frames"][::2], frames)
+    np.testing.assert_array_equal(out["frames"][1], np.round((frames[0] / 2.0 + frames[1] / 2.0)).astype(np.uint8))
+    np.testing.assert_allclose(out["landmarks"][1], (landmarks[0] + landmarks[1]) / 2, rtol=1e-6)
+    assert int(out["apex"]) == 6 and float(out["fps"]) == pytest.approx(200.0)
+    same = clip_ops.resample_time(clip, frames=7)
+    np.testing.assert_array_equal(same["frames"], frames)
+    assert int(clip_ops.resample_time({**clip, "apex": np.asarray(-1)}, frames=4)["apex"]) == -1
+    with pytest.raises(UserError, match="at least 2"):
+        clip_ops.resample_time(clip, frames=1)
+
+
+def test_a_resampled_clip_set_carries_its_new_lengths_apexes_and_fps(tmp_path):
+    clip_set = face_clip_set()
+    for cache_dir in (None, str(tmp_path / "ops"), str(tmp_path / "ops")):   # in memory, built, reused
+        out = clip_ops.apply_clip_ops(clip_set, ["resample_time(frames=9)"], cache_dir=cache_dir,
+                                      source_digest="source")
+        assert list(out.lengths) == [9] * len(clip_set)
+        scale = 8 / (clip_set.lengths - 1)
+        np.testing.assert_array_equal(out.apexes, np.where(clip_set.apexes >= 0,
+                                                           np.round(clip_set.apexes * scale), -1))
+        np.testing.assert_allclose(out.fps, clip_set.fps * scale, rtol=1e-6)

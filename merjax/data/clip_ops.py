@@ -18,10 +18,12 @@ registered in ``CLIP_OPS`` with ``@clip_op(name, version)``. An operation is
 * its streams: ``frames`` [T,H,W,3] uint8 and whatever earlier operations
   added (e.g. ``region_mouth`` [T,h,w,3], ``dynamic_image`` [H,W,3]);
 * ``landmarks`` [T,68,2] float32, pixel coordinates of ``frames``;
-* read-only metadata ``fps`` and ``apex`` (0-d arrays).
+* metadata ``fps`` and ``apex`` (0-d arrays).
 
 It returns the clip's new dict (streams added, replaced or dropped;
-``frames`` and ``landmarks`` kept). The arrays it receives are read-only, so
+``frames`` and ``landmarks`` kept); an operation that changes the time axis
+(``resample_time``) returns the clip's new ``apex`` and ``fps`` too, and they
+are stored with the result. The arrays it receives are read-only, so
 an operation never alters the clip set it was given.
 
 ``apply_clip_ops`` runs the list on every clip and, with a ``cache_dir``,
@@ -54,7 +56,8 @@ MirrorPairs = tuple[tuple[str, str], ...]
 Progress = Callable[..., Iterable]
 
 CONFIG_KEY = "--config.data.clip_ops"
-METADATA = ("fps", "apex")      # read-only entries of a clip; never stored
+STORE_FORMAT = 2                # 2: fps and apex stored with the streams (an op may change them)
+METADATA = ("fps", "apex")      # per-clip scalars; an op that changes the time axis returns new ones
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +204,42 @@ def resize(clip: Clip, size: int) -> Clip:
     return {**clip, "frames": frames, "landmarks": landmarks}
 
 
+@clip_op("resample_time", version="1")
+def resample_time(clip: Clip, frames: int) -> Clip:
+    """Every stream with a time axis linearly interpolated in time to ``frames`` frames; landmarks follow.
+
+    A temporal normalisation (a linear stand-in for TIM, seed 004's ``tim``):
+    output frame j samples the clip at t = j (T - 1) / (frames - 1), so the first
+    and last frames are kept and a clip of any length spans the same number of
+    frames. The apex index is mapped to the nearest output frame and fps scaled
+    by (frames - 1) / (T - 1). Frames are rounded back to their dtype.
+    """
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+        raise UserError(f"{CONFIG_KEY}: resample_time(frames={frames!r}) needs an integer of at least 2")
+    length = len(clip["frames"])
+    if length < 2:
+        raise UserError(f"resample_time needs at least 2 frames, the clip has {length}")
+    position = np.arange(frames) * (length - 1) / (frames - 1)
+    below = np.minimum(np.floor(position).astype(np.int64), length - 2)
+    weight = position - below
+
+    def interpolate(array: np.ndarray) -> np.ndarray:
+        shape = (frames,) + (1,) * (array.ndim - 1)
+        mixed = (array[below].astype(np.float64) * (1.0 - weight.reshape(shape))
+                 + array[below + 1].astype(np.float64) * weight.reshape(shape))
+        if np.issubdtype(array.dtype, np.integer):
+            info = np.iinfo(array.dtype)
+            mixed = np.clip(np.round(mixed), info.min, info.max)
+        return mixed.astype(array.dtype)
+
+    timed = {name: interpolate(value) for name, value in clip.items()
+             if name not in METADATA and np.ndim(value) >= 1 and len(value) == length}
+    scale = (frames - 1) / (length - 1)
+    apex = int(clip["apex"])
+    return {**clip, **timed, "apex": np.asarray(round(apex * scale) if apex >= 0 else -1, np.int32),
+            "fps": np.asarray(float(clip["fps"]) * scale, np.float32)}
+
+
 def region_stream(region: str, source: str = "frames") -> str:
     """The stream holding ``region``'s crops of stream ``source``: ``region_<region>`` for frames."""
     return f"region_{region}" if source == "frames" else f"{source}_region_{region}"
@@ -254,9 +293,9 @@ def _clip(clip_set: ClipSet, index: int) -> Clip:
 
 
 def _run(parsed: Sequence[OpSpec], clip: Clip, clip_id: str) -> Clip:
-    """The ops applied in order to one clip; returns its streams and landmarks (metadata dropped)."""
-    metadata = {key: clip[key] for key in METADATA}
+    """The ops applied in order to one clip; returns its streams, landmarks and metadata (as [1] arrays)."""
     for spec in parsed:
+        metadata = {key: clip[key] for key in METADATA}
         try:
             out = spec.op.fn(clip, **spec.kwargs)
         except UserError as error:
@@ -264,18 +303,19 @@ def _run(parsed: Sequence[OpSpec], clip: Clip, clip_id: str) -> Clip:
         if not isinstance(out, Mapping) or "frames" not in out or "landmarks" not in out:
             raise ValueError(f"clip op '{spec}' must return the clip's dict with 'frames' and 'landmarks', got "
                              f"{sorted(out) if isinstance(out, Mapping) else type(out).__name__}")
-        clip = {**out, **metadata}
+        clip = {**metadata, **out}
     landmarks = np.asarray(clip["landmarks"], np.float32)
     if landmarks.shape != (len(clip["frames"]), ibug68.NUM_LANDMARKS, 2):
         raise ValueError(f"after clip ops {[str(s) for s in parsed]} clip {clip_id!r} has landmarks of shape "
                          f"{landmarks.shape} for {len(clip['frames'])} frames")
-    return {**{k: np.asarray(v) for k, v in clip.items() if k not in METADATA}, "landmarks": landmarks}
+    return {**{k: np.asarray(v) for k, v in clip.items() if k not in METADATA}, "landmarks": landmarks,
+            "fps": np.asarray(clip["fps"], np.float32).reshape(1), "apex": np.asarray(clip["apex"], np.int32).reshape(1)}
 
 
 def clip_ops_stamp(parsed: Sequence[OpSpec], source_digest: str) -> dict[str, Any]:
     """What the output of the ops depends on: the source clips, the canonical specs, every op's version."""
     return {"source": source_digest, "clip_ops": [str(spec) for spec in parsed],
-            "versions": {spec.name: spec.op.version for spec in parsed}}
+            "versions": {spec.name: spec.op.version for spec in parsed}, "format": STORE_FORMAT}
 
 
 def apply_clip_ops(clip_set: ClipSet, specs: str | Sequence[str], *, cache_dir: str | None = None,
@@ -332,5 +372,7 @@ def apply_clip_ops(clip_set: ClipSet, specs: str | Sequence[str], *, cache_dir: 
 
 
 def _with_output(clip_set: ClipSet, stored: array_store.Arrays) -> ClipSet:
-    streams = {name: arrays for name, arrays in stored.items() if name != "landmarks"}
-    return dataclasses.replace(clip_set, streams=streams, landmarks=stored["landmarks"], variants={})
+    streams = {name: arrays for name, arrays in stored.items() if name not in ("landmarks", *METADATA)}
+    metadata = {key: np.concatenate([np.asarray(value) for value in stored[key]]) for key in METADATA}
+    return dataclasses.replace(clip_set, streams=streams, landmarks=stored["landmarks"], variants={},
+                               fps=metadata["fps"].astype(np.float32), apexes=metadata["apex"].astype(np.int32))
