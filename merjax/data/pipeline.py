@@ -100,21 +100,27 @@ def prepared_copy_rebuild_command(dataset_dir: str) -> str:
     """The ``datasets.build`` command that rebuilds the prepared copy at ``<data_dir>/<name>/<config>/<version>``.
 
     The name and data_dir come from the folder's place; a copy built from a
-    database adds the ``--manual_dir`` its ``metadata.json`` records (face
-    options left at their defaults).
+    database adds the ``--manual_dir`` its ``metadata.json`` records, and
+    ``--full_frame`` for a full-frame copy (kept in ``<data_dir>/full_frame``;
+    other face options left at their defaults).
     """
     path = os.path.abspath(dataset_dir)
     config_dir = os.path.dirname(path)
     name = f"{os.path.basename(os.path.dirname(config_dir))}/{os.path.basename(config_dir)}"
     data_dir = os.path.dirname(os.path.dirname(config_dir))
-    command = f"python -m datasets.build {name} --data_dir={shlex.quote(data_dir)}"
     try:
         with open(os.path.join(path, "metadata.json"), encoding="utf-8") as f:
-            manual_dir = json.load(f).get("manual_dir")
+            metadata = json.load(f)
+        manual_dir, full_frame = metadata.get("manual_dir"), bool((metadata.get("faces") or {}).get("full_frame"))
     except (OSError, ValueError, AttributeError):
-        manual_dir = None
+        manual_dir, full_frame = None, False
+    if full_frame:   # datasets.build.stored_data_dir put it in <data_dir>/full_frame
+        data_dir = os.path.dirname(data_dir)
+    command = f"python -m datasets.build {name} --data_dir={shlex.quote(data_dir)}"
     if manual_dir:
         command += f" --manual_dir={shlex.quote(manual_dir)}"
+    if full_frame:
+        command += " --full_frame"
     return f"{command} --overwrite"
 
 
