@@ -41,7 +41,15 @@ contempt   14, one side     dimpler on one side of the face only (asymmetry 1),
 
 Intensity: the largest landmark displacement of a render is log-uniform in
 ``amplitude_px`` (default 4-8 px at 128x128), a full macro-expression: several
-times a micro-expression's 0.5-3 px in ``synthetic_me``. Bilateral expressions
+times a micro-expression's 0.5-3 px in ``synthetic_me``. The renderer's AU
+fields were made for micro-expressions, and at several pixels some
+combinations would close an eye or fold the mouth over, so a render's
+amplitude is capped where a triangle of the face mesh would keep less than
+``MIN_AREA_KEPT`` of its area (``largest_amplitude``). Measured over 30
+identities x 8 expressive classes x 3 renders of ``default``: amplitudes
+3.2-8.0 px, median 5.0 px; the median per class is 4.0 px for anger (the lid
+tightener closes the eye first), 4.9 shame, 5.0 disgust, 5.1 happy and sad,
+5.6 fear and surprise, 5.8 contempt. Bilateral expressions
 are weakened on one half by up to ``max_asymmetry``. Every render has its own
 pose jitter (rotation, scale, translation), brightness gain and sensor noise;
 each identity keeps its shape, skin, lighting direction and texture.
@@ -100,9 +108,8 @@ EXPRESSIONS: Mapping[str, Callable[[np.random.Generator], dict[int, float]]] = {
 }
 UNILATERAL = frozenset({"contempt"})
 HEAD_DOWN = frozenset({"shame"})
-# The renderer's AU fields were made for micro-expressions: at several pixels some combinations close an eye
-# or fold the mouth over. A render's amplitude is capped where a triangle of the face mesh would keep less
-# than this fraction of its neutral area (``largest_amplitude``).
+# A render's amplitude is capped where a triangle of the face mesh would keep less than this fraction of its
+# neutral area (``largest_amplitude``; see the module docstring).
 MIN_AREA_KEPT = 0.1
 
 
@@ -159,9 +166,14 @@ class Face:
     control_points: np.ndarray
 
 
+def sample_identity(config: SyntheticFacesConfig, identity_index: int) -> render.Identity:
+    """Draws identity ``identity_index`` from its own generator stream (never one of ``synthetic_me``'s)."""
+    return render.sample_identity(np.random.default_rng([config.seed, IDENTITY_STREAM, identity_index]))
+
+
 def identity_face(config: SyntheticFacesConfig, identity_index: int) -> Face:
-    """Draws and renders the neutral face of identity ``identity_index`` (its own generator stream)."""
-    identity = render.sample_identity(np.random.default_rng([config.seed, IDENTITY_STREAM, identity_index]))
+    """Draws and renders the neutral face of identity ``identity_index``."""
+    identity = sample_identity(config, identity_index)
     size = config.image_size
     return Face(identity, render.render_neutral(identity, size), identity.control_points * size)
 
@@ -197,6 +209,7 @@ class RenderedFace:
     action_units: dict[int, float]
     frames: np.ndarray       # [1,S,S,3] uint8
     landmarks: np.ndarray    # [1,68,2] float32, pixels
+    expression: np.ndarray   # [68,2] float32: the AU displacement before the pose, pixels
 
 
 def render_face(config: SyntheticFacesConfig, face: Face, class_index: int, render_index: int,
@@ -225,7 +238,7 @@ def render_face(config: SyntheticFacesConfig, face: Face, class_index: int, rend
                                gain=np.array([rng.uniform(*config.gain)]),
                                noise_std=float(rng.uniform(*config.noise_std)))
     rendered = render.render_clip(face.image, face.control_points, motion, rng)
-    return RenderedFace(action_units, rendered.frames, rendered.landmarks)
+    return RenderedFace(action_units, rendered.frames, rendered.landmarks, rendered.expression[0])
 
 
 def to_example(config: SyntheticFacesConfig, identity_index: int, class_index: int, render_index: int,

@@ -286,16 +286,20 @@ ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3))
 SENet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), se_reduction=16)
 
 
-def import_vggface2(variables: dict[str, Any], path: str | PathLike[str],
-                    config: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``resnet`` backbone's weight importer: VGGFace2 ``resnet50_ft`` (``senet50_ft`` with
-    ``se_reduction``) from a pickle or Keras ``.h5`` (``merjax.weights.backbone.import_vggface2``)."""
-    from merjax.weights.backbone import import_vggface2 as load  # merjax.weights imports this module
+def import_weights(variables: dict[str, Any], path: str | PathLike[str],
+                   config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``resnet`` backbone's weight importer: a merjax backbone file (``.msgpack`` with its ``.json``
+    description, e.g. from ``python -m experiments.pretrain``; ``merjax.weights.backbone.import_merjax_backbone``)
+    or VGGFace2 ``resnet50_ft`` (``senet50_ft`` with ``se_reduction``) from a pickle or Keras ``.h5``
+    (``merjax.weights.backbone.import_vggface2``)."""
+    from merjax.weights import backbone  # merjax.weights imports this module
 
-    return load(variables, path, se=bool(config.get("se_reduction", 0)))
+    if str(path).endswith(backbone.MERJAX_SUFFIX):
+        return backbone.import_merjax_backbone(variables, path, config)
+    return backbone.import_vggface2(variables, path, se=bool(config.get("se_reduction", 0)))
 
 
-@registry.register_backbone("resnet", import_weights=import_vggface2)
+@registry.register_backbone("resnet", import_weights=import_weights)
 def resnet(config: Mapping[str, Any], *, dtype: Any, frozen_until: str | None) -> ResNet:
     """``config.model.backbone``: ``stage_sizes`` (ResNet-50: (3, 4, 6, 3)), ``width`` (64 as published),
     ``se_reduction`` (optional; 0: ResNet, 16: the VGGFace2 SE-ResNet-50)."""
