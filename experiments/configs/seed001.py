@@ -35,6 +35,7 @@ PRESETS: dict[str, base.Preset] = {
     "paper": {
         "data.name": "smic/hs_4class",
         "data.image_size": 224,
+        "data.faces.full_frame": True,   # contribution 2: no face cropping (the whole frame, letterboxed)
         "sampler.train_stride": 1,
         "sampler.eval_stride": 1,
         "sampler.balance_per_class": 1700,   # Table 1, Aug.-II: ~1700 windows of N=13 frames per class
