@@ -57,24 +57,10 @@ LOCK_FILE = ".lock"
 RUN_KEYS = ("model.backbone", "model.dtype", "data.image_size", "data.data_dir")
 
 
-def is_spec(weights: str) -> bool:
-    """Whether a ``config.model.weights`` value asks for the synthetic pretraining (``WEIGHTS_SPEC[:PRESET]``)."""
-    return weights == WEIGHTS_SPEC or str(weights).startswith(WEIGHTS_SPEC + ":")
-
-
-def spec_preset(weights: str) -> str:
-    """The pretraining preset a spec names: ``pretrained:synthetic_faces:tiny`` -> 'tiny' ('default' when none)."""
-    preset = weights[len(WEIGHTS_SPEC) + 1:] if weights != WEIGHTS_SPEC else "default"
-    if preset not in pretrain_config.PRESETS:
-        raise UserError(f"--config.model.weights={weights!r}: unknown pretraining preset {preset!r}; use "
-                        f"{WEIGHTS_SPEC!r} or {WEIGHTS_SPEC}:PRESET with PRESET one of {tuple(pretrain_config.PRESETS)}")
-    return preset
-
-
 def pretraining_config(run_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The pretraining a run asks for with ``model.weights=WEIGHTS_SPEC[:PRESET]``: the preset's config with the
     run's backbone, dtype, input size and data dir (``RUN_KEYS``); nothing else of the run (not its seed)."""
-    config = pretrain_config.get_config(spec_preset(run_config.model.weights))
+    config = pretrain_config.get_config(pretrain_config.spec_preset(run_config.model.weights))
     with config.unlocked():
         for key in RUN_KEYS:
             section, name = key.split(".")
@@ -252,9 +238,21 @@ def ensure_weights(run_config: ml_collections.ConfigDict) -> str:
       UserError: for an unknown pretraining preset, or a cache folder made under another stamp.
     """
     weights = run_config.model.weights
-    if not is_spec(weights):
+    if not pretrain_config.is_spec(weights):
         return weights
     return ensure_pretrained(pretraining_config(run_config))[0]
+
+
+def with_weights_resolved(run_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``run_config`` with ``model.weights`` resolved by ``ensure_weights`` (the run config itself when it names a
+    file or nothing): called before a run stamps its folds, so that their stamps name the pretrained file, whose
+    folder is the digest of the pretraining's stamp."""
+    if not pretrain_config.is_spec(run_config.model.weights):
+        return run_config
+    resolved = run_config.copy_and_resolve_references()
+    with resolved.unlocked():
+        resolved.model.weights = ensure_weights(run_config)
+    return resolved
 
 
 def describe(path: str) -> list[str]:

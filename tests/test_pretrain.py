@@ -86,8 +86,9 @@ def test_a_backbone_file_of_another_architecture_is_refused_naming_the_file(tmp_
 
 
 def test_the_spec_takes_the_runs_backbone_input_size_and_data_dir_but_not_its_seed(tmp_path) -> None:
-    assert pretrain.is_spec("pretrained:synthetic_faces") and pretrain.is_spec("pretrained:synthetic_faces:tiny")
-    assert not pretrain.is_spec("") and not pretrain.is_spec("/weights/resnet50_ft_weight.pkl")
+    assert pretrain_config.is_spec("pretrained:synthetic_faces")
+    assert pretrain_config.is_spec("pretrained:synthetic_faces:tiny")
+    assert not pretrain_config.is_spec("") and not pretrain_config.is_spec("/weights/resnet50_ft_weight.pkl")
     run = _run_config(str(tmp_path))
     config = pretrain.pretraining_config(run)
     assert config.model.backbone.to_dict() == run.model.backbone.to_dict()
@@ -134,6 +135,8 @@ def test_the_cache_is_reused_under_the_same_stamp_and_refused_under_another(tmp_
     assert pretrain.ensure_pretrained(config) == (path, True)
     assert pretrain.ensure_pretrained(config) == (path, False)
     assert pretrain.ensure_weights(_run_config(str(tmp_path), seed=2)) == path
+    resolved = pretrain.with_weights_resolved(run)
+    assert resolved.model.weights == path and run.model.weights == pretrain.WEIGHTS_SPEC + ":tiny"
     assert trained == [directory]
     # The same folder holding weights of another stamp (e.g. a corpus changed under the same version) is refused.
     description = files.read_json(backbone_weights.description_path(path))

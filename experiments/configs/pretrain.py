@@ -28,6 +28,7 @@ from __future__ import annotations
 import ml_collections
 
 from experiments.configs import base
+from merjax.errors import UserError
 
 WEIGHTS_SPEC = "pretrained:synthetic_faces"   # --config.model.weights value: "this backbone's synthetic pretraining"
 TASKS = ("expression", "identity")
@@ -45,6 +46,24 @@ PRESETS: dict[str, base.Preset] = {
         "train.eval_batch_size": 16,
     },
 }
+
+
+def is_spec(weights: str) -> bool:
+    """Whether a ``config.model.weights`` value asks for the synthetic pretraining (``WEIGHTS_SPEC[:PRESET]``)."""
+    return weights == WEIGHTS_SPEC or str(weights).startswith(WEIGHTS_SPEC + ":")
+
+
+def spec_preset(weights: str) -> str:
+    """The pretraining preset a spec names: ``pretrained:synthetic_faces:tiny`` -> 'tiny' ('default' when none).
+
+    Raises:
+      UserError: naming ``--config.model.weights`` and the presets, for an unknown one.
+    """
+    preset = weights[len(WEIGHTS_SPEC) + 1:] if weights != WEIGHTS_SPEC else "default"
+    if preset not in PRESETS:
+        raise UserError(f"--config.model.weights={weights!r}: unknown pretraining preset {preset!r}; use "
+                        f"{WEIGHTS_SPEC!r} or {WEIGHTS_SPEC}:PRESET with PRESET one of {tuple(PRESETS)}")
+    return preset
 
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
