@@ -693,7 +693,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     (``checked_fold_dir``). The caller owns the workdir
     (``experiments.workdir.claim``: lock + config check).
     """
+    from experiments import pretrain   # imports this module
+
     started = time.time()
+    config = pretrain.with_weights_resolved(config)   # 'pretrained:synthetic_faces': pretrained on first use
     validate(config)
     os.makedirs(workdir, exist_ok=True)
     stage_list = stages_lib.resolve(config)

@@ -35,6 +35,7 @@ import ml_collections
 
 from datasets import build
 from datasets.core.builder import FaceOptions
+from experiments.configs import pretrain
 from merjax.errors import UserError
 from merjax.data import clip_ops, samplers, targets
 from merjax.models import recurrent, registry
@@ -201,7 +202,10 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
     _choice(config, "model.name", tuple(registry.MODELS))
     _choice(config, "model.backbone.name", tuple(registry.BACKBONES))
     _choice(config, "model.dtype", tuple(registry.DTYPES))
-    _existing_file(config, "model.weights", "pretrained backbone weights")
+    if pretrain.is_spec(config.model.weights):
+        pretrain.spec_preset(config.model.weights)   # pretrained on first use (experiments.pretrain.ensure_weights)
+    else:
+        _existing_file(config, "model.weights", "pretrained backbone weights")
     # The keys of seed 001's classifiers (ResNet backbone, LSTM/BiLSTM, fc head), where the model has them.
     if "stage_sizes" in config.model.backbone:
         _sizes(config, "model.backbone.stage_sizes", "bottleneck blocks per ResNet stage", allow_empty=False)
