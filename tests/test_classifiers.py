@@ -160,6 +160,33 @@ def test_features_input_equals_frames_input():
         model.apply(variables, frames, train=False)
 
 
+def test_onset_relative_windows_see_only_the_change_from_their_first_frame():
+    """With ``model.onset_relative`` a feature offset shared by a window's frames (the subject's appearance)
+    cannot change its logits, and each window's logits are those of its features minus its first frame's;
+    without it the offset does change them."""
+    model, variables, _ = _clip_model("bilstm")
+    config = _config()
+    config.onset_relative = True
+    relative = create_model(config, CLASSES, input_endpoint="pooled")
+    plain = create_model(_config(), CLASSES, input_endpoint="pooled")
+    features = model.apply(variables, _frames(3).reshape((-1, SIZE, SIZE, 3)), "pooled", method="frame_features")
+    features = features.reshape(BATCH, STEPS, -1)
+    offset = jnp.asarray(np.random.default_rng(1).normal(size=(BATCH, 1, features.shape[-1])), jnp.float32)
+    for windows in (None, WINDOWS):
+        logits = relative.apply(variables, features=features, mask=MASK, windows=windows, train=False)
+        shifted = relative.apply(variables, features=features + offset, mask=MASK, windows=windows, train=False)
+        np.testing.assert_allclose(shifted, logits, rtol=1e-5, atol=1e-6)
+        moved = plain.apply(variables, features=features + offset, mask=MASK, windows=windows, train=False)
+        assert np.abs(np.asarray(moved) - np.asarray(plain.apply(variables, features=features, mask=MASK,
+                                                                 windows=windows, train=False))).max() > 1e-3
+    window_feats = jax.vmap(lambda seq, idx: seq[idx])(features, WINDOWS)[:, 1]       # each clip's 2nd window
+    window_mask = jax.vmap(lambda seq, idx: seq[idx])(MASK, WINDOWS)[:, 1]
+    expected = plain.apply(variables, window_feats - window_feats[:, :1], window_mask,
+                           method=lambda m, f, k: m.classify_features(f, k, train=False))
+    np.testing.assert_allclose(relative.apply(variables, features=features, mask=MASK, windows=WINDOWS,
+                                              train=False)[:, 1], expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("key,value,message", [
     ("name", "video", r"--config.model.name='video': must be one of \('frame_classifier', 'clip_classifier'"),
     ("backbone.name", "vgg", r"--config.model.backbone.name='vgg': must be one of \('resnet'"),

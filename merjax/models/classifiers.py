@@ -28,7 +28,8 @@ padded frames, so they shift the normalisation of the valid ones; this is accept
 
 Config keys of both (``config.model``): ``head.hidden`` (fc widths before the
 logits), ``head.dropout``; of the clip classifier also ``temporal``
-(``merjax.models.recurrent.temporal_model``).
+(``merjax.models.recurrent.temporal_model``) and ``onset_relative`` (features
+relative to each window's first frame; off in the seed).
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ class ClipClassifier(nn.Module):
     temporal: nn.Module
     head: nn.Module
     input_endpoint: str | None = None
+    # Each window's per-frame features minus those of its first frame before the temporal model: the subject's
+    # appearance cancels and only the change from the window's start is left (with windows that start on the
+    # onset, e.g. clips resampled to the window's length, the change since the neutral onset).
+    onset_relative: bool = False
 
     def frame_features(self, frames: jax.Array, endpoint: str) -> jax.Array:
         """Frames [B,H,W,3] -> the backbone's ``endpoint`` output [B,...], BatchNorm on running statistics."""
@@ -109,6 +114,8 @@ class ClipClassifier(nn.Module):
 
     def classify_features(self, feats: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
         """Features [B,T,D] and left-aligned mask [B,T] -> logits [B,C]."""
+        if self.onset_relative:
+            feats = feats - feats[:, :1]
         lengths = jnp.sum(mask, axis=-1, dtype=jnp.int32)
         _, final = self.temporal(feats, lengths, train=train)
         return self.head(final, train=train)
@@ -154,4 +161,4 @@ def clip_classifier(config: Mapping[str, Any], num_classes: int, *, frozen_until
     """Seed 001's Exp-II/III model: ``config.model.backbone`` per frame, ``temporal``, then ``head``."""
     return ClipClassifier(backbone=registry.create_backbone(config, frozen_until=frozen_until),
                           temporal=temporal_model(config["temporal"]), head=_head(config, num_classes),
-                          input_endpoint=input_endpoint)
+                          input_endpoint=input_endpoint, onset_relative=bool(config.get("onset_relative", False)))
