@@ -109,6 +109,29 @@ def test_the_spec_takes_the_runs_backbone_input_size_and_data_dir_but_not_its_se
     assert pretrain.ensure_weights(_run_config(str(tmp_path), weights="/some/file.pkl")) == "/some/file.pkl"
 
 
+def test_the_held_out_side_of_each_task(tmp_path) -> None:
+    from datasets import build
+    from merjax.data import pipeline
+
+    corpus = pipeline.load_clips(build.ensure_built("synthetic_faces/tiny", str(tmp_path)), 16)
+    config = pretrain_config.get_config("tiny")
+    fold = pretrain.held_out_fold(config, corpus)
+    assert sorted(set(corpus.subjects[fold.test].tolist())) == ["id0004", "id0005"]
+    assert not set(corpus.subjects[fold.train].tolist()) & set(corpus.subjects[fold.test].tolist())
+    assert len(fold.train) + len(fold.test) == len(corpus) and pretrain.task_clips(config, corpus) is corpus
+    with config.unlocked():
+        config.pretrain.task = "identity"
+    fold = pretrain.held_out_fold(config, corpus)
+    # identity k holds out one image of expression k
+    assert dict(zip(corpus.subjects[fold.test].tolist(), corpus.labels[fold.test].tolist())) == {
+        f"id{k:04d}": k for k in range(6)}
+    assert set(corpus.subjects[fold.train].tolist()) == set(corpus.subjects.tolist())
+    by_identity = pretrain.task_clips(config, corpus)
+    assert by_identity.num_classes == 6
+    assert [by_identity.class_names[label] for label in by_identity.labels] == [
+        f"synthetic_faces/{subject}" for subject in corpus.subjects]
+
+
 def test_the_command_line_reproduces_the_config() -> None:
     config = pretrain_config.get_config("tiny")
     with config.unlocked():
