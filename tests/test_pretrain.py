@@ -77,8 +77,8 @@ def test_a_backbone_file_of_another_architecture_is_refused_naming_the_file(tmp_
     description = files.read_json(backbone_weights.description_path(path))
     description["backbone"]["width"] = 8
     files.atomic_write_json(backbone_weights.description_path(path), description)
-    with pytest.raises(UserError, match=r"backbone\.msgpack: (params|batch_stats)/backbone/\S+ is \(.*\) in the file and \(.*\) in "
-                                        r"the configured backbone"):
+    with pytest.raises(UserError, match=r"backbone\.msgpack: (params|batch_stats)/backbone/\S+ is \(.*\) in the "
+                                        r"file and \(.*\) in the configured backbone"):
         registry.import_backbone_weights(wide, _variables(wide), path)
     os.unlink(backbone_weights.description_path(path))
     with pytest.raises(UserError, match=r"backbone description .*backbone\.json does not exist"):
@@ -151,7 +151,8 @@ def test_the_cache_is_reused_under_the_same_stamp_and_refused_under_another(tmp_
     def fake_train(config, directory):
         trained.append(directory)
         backbone_weights.save_backbone(path, _backbone(_variables(run.model)), {
-            "backbone": backbone_weights.architecture(config.model.backbone), "stamp": pretrain.pretraining_stamp(config)})
+            "backbone": backbone_weights.architecture(config.model.backbone),
+            "stamp": pretrain.pretraining_stamp(config)})
         return path
 
     monkeypatch.setattr(pretrain, "train", fake_train)
