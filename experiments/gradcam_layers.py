@@ -371,7 +371,10 @@ def file_name(fold_name: str) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Chooses l_s for each fold of ``gradcam.folds``; writes the outputs and returns the summary."""
+    from experiments import pretrain   # imports experiments.cv
+
     started = time.perf_counter()
+    config = pretrain.with_weights_resolved(config)   # as cv.run: the same resolved file in both runs' records
     check_settings(config)
     leaks = config.gradcam.score_on == layer_choice.SCORE_ON_TEST
     layers = tuple(config.gradcam.layers)

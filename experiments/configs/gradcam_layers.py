@@ -20,6 +20,7 @@ from experiments.configs import smic_vggface2
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     config = smic_vggface2.get_config(preset)
+    config.train.freeze_until = ""         # l_s is what this chooses: the Exp-I model trains every layer
     config.experiment = "gradcam_layers"
     config.gradcam = ml_collections.ConfigDict()
     config.gradcam.layers = ("layer1", "layer2", "layer3", "layer4")  # candidate l_s (backbone endpoints)
