@@ -243,7 +243,7 @@ def save_figure(fig: Any, path: str) -> None:
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: str, title: str) -> None:
     cm = np.asarray(confusion, np.float64)
     rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.2 * len(class_names) + 2, 1.2 * len(class_names) + 1.5))
+    fig, ax = plt.subplots(figsize=(max(1.2 * len(class_names) + 2, 6), 1.2 * len(class_names) + 2))
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(class_names)):
         for j in range(len(class_names)):
@@ -258,7 +258,12 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
     save_figure(fig, path)
 
 
-def plot_learning_curves(results: Sequence[dict[str, Any]], path: str, metric: str) -> None:
+def figure_title(summary: dict[str, Any]) -> str:
+    """'<experiment> on <dataset>' over '<protocol>, seed K': what every figure of a run names (two lines)."""
+    return f"{summary['experiment']} on {summary['dataset']}\n{summary['protocol']}, seed {summary['seed']}"
+
+
+def plot_learning_curves(results: Sequence[dict[str, Any]], path: str, metric: str, title: str) -> None:
     """One line per fold of ``train_<metric>`` (solid) and ``val_<metric>`` (dashed) against epoch."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for index, result in enumerate(results):
@@ -271,6 +276,7 @@ def plot_learning_curves(results: Sequence[dict[str, Any]], path: str, metric: s
                         label=f"{result['name']} {side}")
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -284,7 +290,9 @@ def write(workdir: str, summary: dict[str, Any], results: Sequence[dict[str, Any
         return
     files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
     files.atomic_write_text(os.path.join(workdir, "summary.md"), markdown(summary))
+    title = figure_title(summary)
     plot_confusion(summary["confusion"], class_names, os.path.join(workdir, "confusion.png"),
-                   f"{summary['experiment']}: pooled over folds")
+                   f"{title}\npooled over folds: UF1 {summary['uf1']:.3f}, UAR {summary['uar']:.3f}")
     for metric in ("loss", "accuracy"):
-        plot_learning_curves(results, os.path.join(workdir, f"learning_curve_{metric}.png"), metric)
+        plot_learning_curves(results, os.path.join(workdir, f"learning_curve_{metric}.png"), metric,
+                             f"{title}; {metric} per fold")
