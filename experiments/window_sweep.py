@@ -5,8 +5,9 @@
     python -m experiments.window_sweep [--config=experiments/configs/smic_bilstm.py:default] \\
         --windows=11,13,15,17 --config.seeds="(0,1,2)" --workdir=workdirs/window_sweep
 
-Seed 001 (§4.5, Table 3) tries windows of N = 11, 13, 15 and 17 frames and
-keeps 13. For each N of ``--windows`` this runs the experiment of ``--config``
+Seed 001 tested windows of N = 11 to 17 frames (§4.4) and reports N = 13 and
+15 for its LSTM and BiLSTM in Table 3 (13 is best for both). For each N of
+``--windows`` (default 11,13,15,17) this runs the experiment of ``--config``
 (default ``configs/window_sweep.py``: ``smic_bilstm``; pass
 ``--config=experiments/configs/smic_lstm.py:PRESET`` for Exp-II) with
 ``sampler.window=N`` over the seeds of ``config.seeds`` (``experiments.seeds``;
