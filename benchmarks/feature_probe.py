@@ -214,7 +214,7 @@ def markdown(rows: Sequence[Row]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     with build.user_errors_as_one_line(args.verbose):
-        check_scikit_learn()
+        check_scikit_learn("benchmarks.feature_probe")
         config = probe_config(args)
         check_endpoints(config, args.endpoints)
         configs = {weights: weights_config(config, weights) for weights in args.weights}

@@ -39,8 +39,9 @@ def cross_validation(config: ml_collections.ConfigDict, workdir: str) -> str:
     return report.markdown(cv.run(config, workdir))
 
 
-def main(name: str, run: Runner = cross_validation) -> None:
-    """Parses flags for experiment ``name`` (config ``configs/{name}.py``) and runs it with ``run``."""
+def main(name: str, run: Runner = cross_validation, check_flags: Callable[[], None] | None = None) -> None:
+    """Parses flags for experiment ``name`` (config ``configs/{name}.py``) and runs it with ``run``;
+    ``check_flags`` (raising a UserError) checks an experiment's own flags before anything is written."""
     config_flag = config_flags.DEFINE_config_file(
         "config", os.path.join(CONFIG_DIR, f"{name}.py"), f"{name} config file[:preset]", lock_config=True)
     workdir_flag = flags.DEFINE_string("workdir", os.path.join("workdirs", name), "where outputs and checkpoints go")
@@ -59,6 +60,8 @@ def main(name: str, run: Runner = cross_validation) -> None:
         with user_errors_as_one_line(verbose_flag.value):
             if coordinator_flag.value or num_processes_flag.value != 1:   # before anything touches a device
                 print(distributed.initialize(coordinator_flag.value, num_processes_flag.value, process_id_flag.value))
+            if check_flags is not None:
+                check_flags()
             validate(config_flag.value)
             with workdir.claim(workdir_flag.value, config_flag.value, overwrite=overwrite_flag.value):
                 text = run(config_flag.value, workdir_flag.value)

@@ -229,7 +229,7 @@ def main() -> None:
     def sweep(config: ml_collections.ConfigDict, workdir: str) -> str:
         return markdown(run(config, workdir, parse_windows(windows_flag.value), cv.run))
 
-    cli.main("window_sweep", sweep)
+    cli.main("window_sweep", sweep, check_flags=lambda: parse_windows(windows_flag.value))
 
 
 if __name__ == "__main__":

@@ -145,15 +145,15 @@ def motion_scale(clips: pipeline.ClipSet) -> dict[str, float]:
             "mean landmark motion from head drift, largest over the clip": float(np.median(head_largest))}
 
 
-def check_scikit_learn() -> None:
-    """Raises a one-line UserError saying what to install when scikit-learn is missing.
+def check_scikit_learn(command: str = "datasets.synthetic_me.difficulty") -> None:
+    """Raises a one-line UserError naming ``command`` and what to install when scikit-learn is missing.
 
     ``pip install -e .`` does not install it: it is in the ``test`` extra.
     """
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        raise UserError("datasets.synthetic_me.difficulty fits scikit-learn models, which `pip install -e .` does "
+        raise UserError(f"{command} fits scikit-learn models, which `pip install -e .` does "
                         "not install: pip install scikit-learn (or pip install -e '.[test]')") from None
 
 
