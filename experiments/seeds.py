@@ -90,9 +90,12 @@ def seeds_provenance(config: ml_collections.ConfigDict, summaries: Sequence[dict
     other times (an extended tuple, a resumed run) may differ in code or
     packages, and ``differs_between_seeds`` says in what.
     """
+    from experiments import pretrain   # imports experiments.cv
+
     recorded = [summary.get("provenance") for summary in summaries]
     directories = [dataset["directory"] for dataset in recorded[0]["datasets"]] if recorded[0] else []
-    record = provenance_lib.collect(config, directories)
+    # The seeds' runs resolved 'pretrained:synthetic_faces' to the cached file: record that file too.
+    record = provenance_lib.collect(pretrain.with_weights_resolved(config), directories)
     record["wall_seconds"] = round(wall_seconds, 1)
     if any(r is None for r in recorded):
         record["differs_between_seeds"] = ["provenance (not recorded for every seed)"]

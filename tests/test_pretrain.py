@@ -190,3 +190,8 @@ def test_ensure_weights_pretrains_once_and_a_run_loads_the_trained_backbone(tmp_
     modified = os.stat(path).st_mtime_ns
     assert pretrain.ensure_weights(_run_config(str(tmp_path), seed=1)) == path
     assert os.stat(path).st_mtime_ns == modified
+    # The record over seeds names the resolved file, as each seed's own does (its config still names the spec).
+    from experiments import seeds
+
+    record = seeds.seeds_provenance(run, [{"provenance": None}], wall_seconds=0.0)
+    assert record["weights"]["path"] == os.path.abspath(path) and not record["weights"]["from_scratch"]
