@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from datasets import build
 from datasets.synthetic_faces import synthetic_faces
 from datasets.synthetic_me import render, synthetic_me
 from merjax.data import labels, pipeline, schema, targets
+from tests.test_synthetic_me import _read_all, _record_bytes   # the synthetic_me tests' readers
 
 TINY = "synthetic_faces/tiny"
 # The AUs each class may render (disgust with or without AU17).
@@ -33,14 +33,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_examples(tiny_dir: str) -> list[dict]:
-    source = tfds.builder_from_directory(tiny_dir).as_data_source(split="train")
-    return [source[i] for i in range(len(source))]
-
-
-def _record_bytes(dataset_dir: str) -> dict[str, bytes]:
-    files = sorted(Path(dataset_dir).glob("*.array_record*"))
-    assert files, f"no array_record file in {dataset_dir}"
-    return {f.name: f.read_bytes() for f in files}
+    return _read_all(tiny_dir)
 
 
 def test_every_identity_poses_every_class_renders_times(tiny_examples: list[dict]) -> None:
