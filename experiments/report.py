@@ -10,9 +10,10 @@ levels on the same folds, and the run's provenance (``experiments.provenance``).
 from __future__ import annotations
 
 import collections
+import functools
 import io
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import matplotlib
@@ -283,16 +284,27 @@ def plot_learning_curves(results: Sequence[dict[str, Any]], path: str, metric: s
     save_figure(fig, path)
 
 
-def write(workdir: str, summary: dict[str, Any], results: Sequence[dict[str, Any]],
-          class_names: Sequence[str]) -> None:
-    """Writes summary.json, summary.md and the figures (atomically; in a multi-process run only process 0)."""
+def write_results(workdir: str, stem: str, data: dict[str, Any], table: str,
+                  figures: Mapping[str, Callable[[str], None]]) -> None:
+    """Writes ``STEM.json`` (``data``), ``STEM.md`` (``table``) and each figure, ``figures[name](path)``, at
+    ``workdir/name``: atomically, and in a multi-process run only on process 0."""
     if jax.process_index() != 0:
         return
-    files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
-    files.atomic_write_text(os.path.join(workdir, "summary.md"), markdown(summary))
+    files.atomic_write_json(os.path.join(workdir, f"{stem}.json"), data)
+    files.atomic_write_text(os.path.join(workdir, f"{stem}.md"), table)
+    for name, draw in figures.items():
+        draw(os.path.join(workdir, name))
+
+
+def write(workdir: str, summary: dict[str, Any], results: Sequence[dict[str, Any]],
+          class_names: Sequence[str]) -> None:
+    """Writes summary.json, summary.md, the pooled confusion matrix and the learning curves per fold."""
     title = figure_title(summary)
-    plot_confusion(summary["confusion"], class_names, os.path.join(workdir, "confusion.png"),
-                   f"{title}\npooled over folds: UF1 {summary['uf1']:.3f}, UAR {summary['uar']:.3f}")
+    figures: dict[str, Callable[[str], None]] = {"confusion.png": functools.partial(
+        plot_confusion, summary["confusion"], class_names,
+        title=f"{title}\npooled over folds: UF1 {summary['uf1']:.3f}, UAR {summary['uar']:.3f}")}
     for metric in ("loss", "accuracy"):
-        plot_learning_curves(results, os.path.join(workdir, f"learning_curve_{metric}.png"), metric,
-                             f"{title}; {metric} per fold")
+        figures[f"learning_curve_{metric}.png"] = functools.partial(
+            plot_learning_curves, results, metric=metric, title=f"{title}; {metric} per fold")
+    write_results(workdir, "summary", summary, markdown(summary), figures)
+

@@ -13,11 +13,11 @@ own summary) and the provenance; ``summary.md`` and ``seeds.png`` show them.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import time
 from typing import Any, Callable, Sequence
 
-import jax
 import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
@@ -26,13 +26,14 @@ from scipy import stats
 from experiments import provenance as provenance_lib
 from experiments import report
 from experiments import workdir as workdir_lib
-from merjax import files, stamps
+from merjax import stamps
 from merjax.errors import UserError
 from merjax.train.metrics import SUMMARY_METRICS
 
 STD_DDOF = 1   # the seeds are a sample of the seeds one could run: sample std
 # Provenance keys that differ between seeds by design.
-PER_SEED_KEYS = frozenset({"seed", "seeds", "config_sha256", "wall_seconds"})
+PER_SEED_KEYS = frozenset({"seed", "seeds", "config_sha256", "wall_seconds", "stage_folds.total",
+                           "stage_folds.reused"})
 
 RunOne = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
 
@@ -97,6 +98,8 @@ def seeds_provenance(config: ml_collections.ConfigDict, summaries: Sequence[dict
     # The seeds' runs resolved 'pretrained:synthetic_faces' to the cached file: record that file too.
     record = provenance_lib.collect(pretrain.with_weights_resolved(config), directories)
     record["wall_seconds"] = round(wall_seconds, 1)
+    if all(r is not None and "stage_folds" in r for r in recorded):
+        record["stage_folds"] = {key: sum(r["stage_folds"][key] for r in recorded) for key in ("total", "reused")}
     if any(r is None for r in recorded):
         record["differs_between_seeds"] = ["provenance (not recorded for every seed)"]
         return record
@@ -226,9 +229,6 @@ def plot_seeds(summary: dict[str, Any], path: str) -> None:
 
 
 def write(workdir: str, summary: dict[str, Any]) -> None:
-    """Writes summary.json, summary.md and seeds.png (atomically; in a multi-process run only process 0)."""
-    if jax.process_index() != 0:
-        return
-    files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
-    files.atomic_write_text(os.path.join(workdir, "summary.md"), markdown(summary))
-    plot_seeds(summary, os.path.join(workdir, "seeds.png"))
+    """Writes summary.json, summary.md and seeds.png (``report.write_results``)."""
+    report.write_results(workdir, "summary", summary, markdown(summary),
+                         {"seeds.png": functools.partial(plot_seeds, summary)})

@@ -35,11 +35,11 @@ accuracy, UF1 and UAR pooled over folds, mean ± sample std over the seeds),
 from __future__ import annotations
 
 import copy
+import functools
 import dataclasses
 import os
 from typing import Any, Callable, Sequence
 
-import jax
 import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
@@ -47,7 +47,6 @@ import numpy as np
 from experiments import report, seeds   # report selects matplotlib's headless Agg backend
 from experiments import stages as stages_lib
 from experiments import workdir as workdir_lib
-from merjax import files
 from merjax.data import clip_ops, samplers
 from merjax.errors import UserError
 from merjax.train.metrics import SUMMARY_METRICS
@@ -211,12 +210,9 @@ def plot(sweep: dict[str, Any], path: str) -> None:
 
 
 def write(workdir: str, sweep: dict[str, Any]) -> None:
-    """Writes window_sweep.json, window_sweep.md and window_sweep.png (atomically; only process 0)."""
-    if jax.process_index() != 0:
-        return
-    files.atomic_write_json(os.path.join(workdir, "window_sweep.json"), sweep)
-    files.atomic_write_text(os.path.join(workdir, "window_sweep.md"), markdown(sweep))
-    plot(sweep, os.path.join(workdir, "window_sweep.png"))
+    """Writes window_sweep.json, window_sweep.md and window_sweep.png (``report.write_results``)."""
+    report.write_results(workdir, "window_sweep", sweep, markdown(sweep),
+                         {"window_sweep.png": functools.partial(plot, sweep)})
 
 
 def main() -> None:

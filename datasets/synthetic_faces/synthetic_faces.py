@@ -72,7 +72,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
-from datasets.core.serialization import build_writing
+from datasets.core.rendered import RenderedBuilder
 from datasets.synthetic_me import render
 from datasets.synthetic_me.synthetic_me import action_unit_string
 from merjax.data import labels, schema
@@ -275,7 +275,7 @@ def generate_examples(config: SyntheticFacesConfig) -> Iterator[tuple[str, dict[
                 yield clip, example
 
 
-class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
+class SyntheticFaces(RenderedBuilder):
     """Rendered face images: many identities x seed 004's nine macro-expressions; see the module docstring."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -289,14 +289,6 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
             description=f"{config.description}\n\n{__doc__}",
             features=schema.features(MACRO_9, config.image_size),
         )
-
-    def _download_and_prepare(self, dl_manager: tfds.download.DownloadManager,
-                              download_config: tfds.download.DownloadConfig) -> None:
-        with build_writing():
-            super()._download_and_prepare(dl_manager, download_config)
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
-        return {"train": self._generate_examples()}
 
     def _generate_examples(self) -> Iterator[tuple[str, dict[str, Any]]]:
         return generate_examples(self.builder_config)

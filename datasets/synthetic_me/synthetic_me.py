@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
-from datasets.core.serialization import build_writing
+from datasets.core.rendered import RenderedBuilder
 from datasets.synthetic_me import render
 from merjax.data import labels, schema
 
@@ -298,7 +298,7 @@ def generate_examples(config: SyntheticMEConfig) -> Iterator[tuple[str, dict[str
         yield spec.clip, example
 
 
-class SyntheticMe(tfds.core.GeneratorBasedBuilder):
+class SyntheticMe(RenderedBuilder):
     """Rendered SMIC-like (and CASME II-like) micro-expression clips; see the module docstring."""
 
     VERSION = tfds.core.Version("1.1.0")
@@ -319,14 +319,6 @@ class SyntheticMe(tfds.core.GeneratorBasedBuilder):
             description=f"{config.description}\n\n{__doc__}",
             features=schema.features(config.class_names, config.image_size),
         )
-
-    def _download_and_prepare(self, dl_manager: tfds.download.DownloadManager,
-                              download_config: tfds.download.DownloadConfig) -> None:
-        with build_writing():
-            super()._download_and_prepare(dl_manager, download_config)
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
-        return {"train": self._generate_examples()}
 
     def _generate_examples(self) -> Iterator[tuple[str, dict[str, Any]]]:
         return generate_examples(self.builder_config)
