@@ -645,6 +645,11 @@ def saved_stamp_digest(stage_dir: str | None) -> str | None:
     return stamps.digest_value(files.read_json(os.path.join(stage_dir, STAMP_FILE), "stage stamp"))
 
 
+def stage_fold_dir(workdir: str, fold: protocols.Fold, stage: str, single: bool) -> str:
+    """Where one stage of one fold writes: ``workdir/<fold>``, or ``workdir/<fold>/<stage>`` in a staged run."""
+    return os.path.join(workdir, fold.name) if single else os.path.join(workdir, fold.name, stage)
+
+
 def run_fold_stage(stage: stages_lib.Stage, clip_set: ClipSet, folds: list[protocols.Fold], stamp: dict[str, Any],
                    workdir: str, saved: list[dict[str, str]], *, keep_variables: bool,
                    single: bool) -> list[dict[str, Any]]:
@@ -656,7 +661,7 @@ def run_fold_stage(stage: stages_lib.Stage, clip_set: ClipSet, folds: list[proto
     # Folds stack when they share the model and optimiser objects (a fold with its own cached prefix does not).
     pending: dict[tuple[int, int], list[tuple[int, StageFold]]] = collections.defaultdict(list)
     for index, (fold, config) in enumerate(zip(folds, configs)):
-        stage_dir = os.path.join(workdir, fold.name) if single else os.path.join(workdir, fold.name, stage.name)
+        stage_dir = stage_fold_dir(workdir, fold, stage.name, single)
         init_record = None
         if stage.init_from:
             setup, init_record = setups.started_from(stage.name, config, saved[index][stage.init_from], stage_dir,
@@ -711,11 +716,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if stage.scope == "run":
             stage_results[stage.name] = [run_scope_stage(stage, workdir, saved_by_run)]
     fold_stages = [stage for stage in stage_list if stage.scope == "fold"]
+    single = len(stage_list) == 1
+    # This invocation's wall time does not include the stage-folds an earlier run finished: count them.
+    record["stage_folds"] = {
+        "total": len(fold_stages) * len(folds),
+        "reused": sum(os.path.exists(os.path.join(stage_fold_dir(workdir, fold, stage.name, single), RESULT_FILE))
+                      for stage in fold_stages for fold in folds)}
     needed = {stage.init_from for stage in stage_list if stage.init_from}
     saved = [dict(saved_by_run) for _ in folds]      # per fold: stage name -> the folder of its variables
     for stage in fold_stages:
         stage_results[stage.name] = run_fold_stage(stage, clip_set, folds, stamp, workdir, saved,
-                                                   keep_variables=stage.name in needed, single=len(stage_list) == 1)
+                                                   keep_variables=stage.name in needed, single=single)
     results = stage_results[fold_stages[-1].name]
     coverage = check_coverage(config, clip_set, folds, results)
     record["wall_seconds"] = round(time.time() - started, 1)

@@ -181,7 +181,10 @@ def markdown_lines(provenance: dict[str, Any] | None) -> list[str]:
                  else f"- weights: `{weights['file']}` sha256 `{weights['sha256']}`")
     lines.append(f"- seed(s): {', '.join(str(seed) for seed in seeds)}")
     if provenance.get("wall_seconds") is not None:
-        lines.append(f"- wall time: {provenance['wall_seconds']:.1f} s")
+        reused = provenance.get("stage_folds", {}).get("reused", 0)
+        lines.append(f"- wall time: {provenance['wall_seconds']:.1f} s" + (
+            f" (this invocation; {reused} of {provenance['stage_folds']['total']} stage-folds were finished by an "
+            f"earlier run and reused: their training time is not in it)" if reused else ""))
     if provenance.get("differs_between_seeds"):
         lines.append(f"- **the seeds' runs differ in**: {', '.join(provenance['differs_between_seeds'])}")
     return lines

@@ -66,8 +66,13 @@ def test_smoke_bilstm_end_to_end_and_restart_reuses_folds(tmp_path, tiny_data_di
         history = json.load(open(os.path.join(workdir, fold["name"], "result.json")))["history"]
         assert len(history) == config.train.epochs
         assert all(np.isfinite(h["train_loss"]) for h in history)
+    assert summary["provenance"]["stage_folds"] == {"total": config.protocol.k, "reused": 0}
     again = cv.run(config, workdir)                              # finished folds are reused, not retrained
     assert again["confusion"] == summary["confusion"]
+    # The rerun's wall time says it excludes the reused folds' training.
+    assert again["provenance"]["stage_folds"] == {"total": config.protocol.k, "reused": config.protocol.k}
+    assert f"{config.protocol.k} of {config.protocol.k} stage-folds were finished by an earlier run" in open(
+        os.path.join(workdir, "summary.md")).read()
 
 
 @pytest.mark.slow
@@ -80,7 +85,6 @@ def test_smoke_frame_model_reports_frame_and_clip_level(tmp_path, tiny_data_dir)
         assert set(fold["training_samples"]["balanced_samples_per_class"].values()) == {16}
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_two_stages_hand_each_folds_exp1_backbone_to_its_clip_model(tmp_path, tiny_data_dir):
     """``smoke+exp1_encoder``: per fold, Exp-I trains first and the clip model starts from its backbone."""
@@ -103,6 +107,7 @@ def test_two_stages_hand_each_folds_exp1_backbone_to_its_clip_model(tmp_path, ti
     assert "| exp1 |" in open(os.path.join(workdir, "summary.md")).read()
     again = cv.run(config, workdir)                              # both stages of every fold reused
     assert again["stages"] == summary["stages"]
+    assert again["provenance"]["stage_folds"] == {"total": 2 * config.protocol.k, "reused": 2 * config.protocol.k}
 
 
 @pytest.mark.slow

@@ -288,12 +288,17 @@ def test_provenance_over_seeds_names_what_differs_between_the_seeds_runs(clip_se
     dataset = write_fake_dataset(tmp_path)
     records = [provenance.collect(smoke_config(seed), [dataset]) for seed in (0, 1)]
     records[1]["merjax"]["commit"] = "0" * 40
+    # Seed 0 was finished by an earlier invocation (both folds reused), seed 1 ran in this one.
+    records[0]["stage_folds"], records[1]["stage_folds"] = {"total": 2, "reused": 2}, {"total": 2, "reused": 0}
     summaries = [seed_summary(clip_set, seed, record) for seed, record in zip((0, 1), records)]
     config = smoke_config()
     config.seeds = (0, 1)
     record = seeds.seeds_provenance(config, summaries, wall_seconds=1.0)
-    assert record["differs_between_seeds"] == ["merjax.commit"]
-    assert "**the seeds' runs differ in**: merjax.commit" in "\n".join(provenance.markdown_lines(record))
+    assert record["differs_between_seeds"] == ["merjax.commit"]   # not the folds reused, which are per seed
+    assert record["stage_folds"] == {"total": 4, "reused": 2}
+    lines = "\n".join(provenance.markdown_lines(record))
+    assert "**the seeds' runs differ in**: merjax.commit" in lines
+    assert "wall time: 1.0 s (this invocation; 2 of 4 stage-folds were finished by an earlier run" in lines
 
 
 def test_cross_validation_runs_over_seeds_when_seeds_are_given(clip_set, tmp_path, monkeypatch):
