@@ -19,7 +19,7 @@ defaults are seed 001's default backbone (the ResNet-50 topology at width 8)
 at 48². The seed is the pretraining's own, fixed: the runs of every seed share
 one pretraining.
 
-Presets: ``default`` (about 2 minutes on a 2-core CPU at 48², the corpus build
+Presets: ``default`` (about 2.5 minutes on an idle 2-core CPU at 48², the corpus build
 excluded) and ``tiny`` (for tests: the tiny corpus and backbone, seconds).
 """
 
@@ -78,7 +78,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     cfg.model.backbone.se_reduction = 0
     cfg.model.head = ml_collections.ConfigDict({"hidden": (), "dropout": 0.0})   # linear, as VGGFace2's classifier
     cfg.loss.class_weights = False                  # every class and identity has the same number of images
-    cfg.train.epochs = 4
+    cfg.train.epochs = 8                            # 4 left it underfit: held-out 0.52 vs 0.64, probe 0.61 vs 0.68
     cfg.train.batch_size = 64
     cfg.train.eval_batch_size = 128
     cfg.train.learning_rate = 3e-3
