@@ -12,6 +12,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from merjax.data import region_labels
 from merjax.data.pipeline import ClipSet
 from merjax.data.protocols import subject_keys
 from merjax.errors import UserError
@@ -40,6 +41,22 @@ def clip_identity(clip_set: ClipSet) -> tuple[np.ndarray, int]:
     that two databases' ``s1`` stay apart): VGGFace2's task, face identification."""
     subjects, index = np.unique(subject_keys(clip_set.datasets, clip_set.subjects), return_inverse=True)
     return index.astype(np.int32), len(subjects)
+
+
+@target("region_labels_emotion")
+def region_labels_emotion(clip_set: ClipSet) -> tuple[np.ndarray, int]:
+    """Seed 002's class per face region ([num_clips, 6], last class "not me") by the seed's group's objective-class
+    table (``merjax.data.region_labels``)."""
+    labels = region_labels.region_labels(clip_set, "emotion")
+    return labels.values, labels.num_classes
+
+
+@target("region_labels_action_units")
+def region_labels_action_units(clip_set: ClipSet) -> tuple[np.ndarray, int]:
+    """Seed 002's class per face region from the clip's own AUs (clips that code none: the emotion table, counted
+    in a warning; ``merjax.data.region_labels``)."""
+    labels = region_labels.region_labels(clip_set, "action_units")
+    return labels.values, labels.num_classes
 
 
 def clip_targets(names: tuple[str, ...], clip_set: ClipSet) -> tuple[dict[str, np.ndarray], dict[str, int]]:
