@@ -24,6 +24,17 @@ set, else VII "others"; -1 without an AU). The table does not follow the
 class words: positive clips (6+12) are I and surprise clips II (1+2) or VII
 (1+2+5, not in the table); negative and others clips fall in III, IV, V or
 VII depending on the AUs drawn.
+
+Composite (``megc_like``, seed 002): the MEGC 2019 composite's 68 subjects
+with the official list's per-subject (negative, positive, surprise) counts
+(``megc2019_counts``; 442 clips), named as the ``megc2019`` builder names
+them, in three ``databases`` with their own character (``DatabaseStyle``):
+``smic`` 100 fps colour, ``casme2`` 200 fps colour, ``samm`` 200 fps
+grayscale. Each example's ``dataset`` is its database, as in ``megc2019``, so
+``merjax.data.protocols.composite_loso`` and per-database reports run
+unchanged; the smic third stores no AUs ('' and -1), as SMIC codes none.
+Subject ``i`` of the composite has the same face as subject ``i`` of the other
+configs (the smic subjects are ``smic_like``'s); the clips differ.
 """
 
 from __future__ import annotations
@@ -31,12 +42,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Iterator, Mapping
 
+import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
 from datasets.core.rendered import RenderedBuilder
+from datasets.core.sheets import disk_names, read_megc_list
+from datasets.megc2019.megc2019 import LIST_FILE as MEGC2019_LIST
 from datasets.synthetic_me import render
 from merjax.data import labels, schema
+from merjax.data.protocols import natural_key
 
 DATASET_NAME = "synthetic_me"
 
@@ -72,6 +87,27 @@ CASME2_LIKE_COUNTS: Mapping[str, tuple[int, int, int, int]] = {
 def _with_non_micro(counts: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     """Adds a non_micro count equal to each subject's number of micro-expression clips."""
     return {subject: tuple(row) + (sum(row),) for subject, row in counts.items()}
+
+
+# The MEGC 2019 composite's databases in Table 1's order (seed 002), named as the real builders write
+# ``dataset`` (``megc2019`` keeps each clip's own database there).
+MEGC_DATABASES = ("smic", "casme2", "samm")
+
+
+def megc2019_counts() -> dict[str, dict[str, tuple[int, int, int]]]:
+    """Per database of ``MEGC_DATABASES``, each subject's (negative, positive, surprise) clip counts.
+
+    Read from the official list shipped with the ``megc2019`` builder, subjects named as its examples
+    name them (SMIC ``s1``, CASME II ``sub01``, SAMM ``006``), in natural order: 16 + 24 + 28 = 68
+    subjects, 442 clips (Table 1 of seed 002: SMIC 70/51/43, CASME II 88/32/25, SAMM 92/26/15).
+    """
+    listed, _ = read_megc_list(MEGC2019_LIST)
+    counts: dict[str, dict[str, list[int]]] = {database: {} for database in MEGC_DATABASES}
+    for row in listed:
+        subject, _ = disk_names(row)
+        counts[row.dataset].setdefault(subject, [0] * len(labels.MEGC_3))[row.label] += 1
+    return {database: {subject: tuple(rows[subject]) for subject in sorted(rows, key=natural_key)}
+            for database, rows in counts.items()}
 
 
 # --------------------------------------------------------------------------- #
@@ -123,9 +159,34 @@ EXPRESSIONS: Mapping[str, Callable[[np.random.Generator], dict[int, float]]] = {
 # Configs.
 # --------------------------------------------------------------------------- #
 
+@dataclasses.dataclass(frozen=True)
+class DatabaseStyle:
+    """One database's character: the examples' ``dataset``, its subjects, frame rate, clip lengths and colour.
+
+    Clip lengths follow a Beta(2, b) law on ``frames`` with mean ``mean_frames``;
+    a ``grayscale`` database renders grey faces with one-channel sensor noise,
+    stored as 3 equal channels (as the SAMM builder stores SAMM's grey frames).
+    A database that does not ``codes_action_units`` (SMIC) stores '' and -1 as
+    its real builder does; its clips still render the AUs of their class.
+    """
+
+    name: str
+    subjects: tuple[str, ...]
+    fps: float
+    frames: tuple[int, int]
+    mean_frames: float
+    grayscale: bool = False
+    codes_action_units: bool = True
+
+
 @dataclasses.dataclass(eq=False)
 class SyntheticMEConfig(tfds.core.BuilderConfig):
-    """One shape of synthetic database; ``counts[s][c]`` clips of class ``c`` for subject ``s``."""
+    """One shape of synthetic database; ``counts[s][c]`` clips of class ``c`` for subject ``s``.
+
+    Without ``databases`` every clip has the config's ``fps`` and lengths and
+    the dataset name ``synthetic_me``; a composite (``megc_like``) lists its
+    databases, which split the subjects and replace those three.
+    """
 
     class_names: tuple[str, ...] = labels.SMIC_3
     counts: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
@@ -135,6 +196,7 @@ class SyntheticMEConfig(tfds.core.BuilderConfig):
     image_size: int = 128
     seed: int = 0
     motion: render.MotionParams = render.MotionParams()
+    databases: tuple[DatabaseStyle, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.class_names if name not in EXPRESSIONS]
@@ -144,13 +206,28 @@ class SyntheticMEConfig(tfds.core.BuilderConfig):
             if len(row) != len(self.class_names):
                 raise ValueError(f"config {self.name!r}: subject {subject!r} has {len(row)} counts "
                                  f"for {len(self.class_names)} classes")
-        low, high = self.frames
-        if not low < self.mean_frames < high:
-            raise ValueError(f"config {self.name!r}: mean_frames={self.mean_frames} must lie in {self.frames}")
+        for database in self.database_styles():
+            low, high = database.frames
+            if not low < database.mean_frames < high:
+                raise ValueError(f"config {self.name!r}, database {database.name!r}: mean_frames="
+                                 f"{database.mean_frames} must lie in {database.frames}")
+        listed = [subject for database in self.database_styles() for subject in database.subjects]
+        if sorted(listed) != sorted(self.counts):
+            raise ValueError(f"config {self.name!r}: its databases list the subjects {sorted(listed)}; every "
+                             f"subject of counts must be listed once: {sorted(self.counts)}")
 
     @property
     def subjects(self) -> tuple[str, ...]:
         return tuple(self.counts)
+
+    def database_styles(self) -> tuple[DatabaseStyle, ...]:
+        """``databases``, or where none are listed one named ``synthetic_me`` with the config's fps and lengths."""
+        return self.databases or (
+            DatabaseStyle(DATASET_NAME, self.subjects, self.fps, self.frames, self.mean_frames),)
+
+    def database_of(self, subject: str) -> DatabaseStyle:
+        """The database ``subject`` belongs to."""
+        return next(database for database in self.database_styles() if subject in database.subjects)
 
     def class_totals(self) -> dict[str, int]:
         return {name: sum(row[c] for row in self.counts.values()) for c, name in enumerate(self.class_names)}
@@ -179,6 +256,24 @@ CASME2_LIKE = SyntheticMEConfig(
     frames=(30, 90),
     mean_frames=55.0,
 )
+MEGC_COUNTS = megc2019_counts()
+MEGC_LIKE = SyntheticMEConfig(
+    name="megc_like",
+    description="MEGC 2019 composite-like (seed 002): 68 subjects, 442 clips (negative 250, positive 109, "
+                "surprise 83) with the official list's subjects and per-subject counts, in three databases: "
+                "smic (16 subjects, 100 fps, colour, 11-58 frames, no AUs coded), casme2 (24, 200 fps, colour, "
+                "30-90 frames), samm (28, 200 fps, grayscale, 30-90 frames); 128x128.",
+    class_names=labels.MEGC_3,
+    counts={subject: row for rows in MEGC_COUNTS.values() for subject, row in rows.items()},
+    databases=(
+        DatabaseStyle("smic", tuple(MEGC_COUNTS["smic"]), SMIC_LIKE.fps, SMIC_LIKE.frames, SMIC_LIKE.mean_frames,
+                      codes_action_units=False),
+        DatabaseStyle("casme2", tuple(MEGC_COUNTS["casme2"]), CASME2_LIKE.fps, CASME2_LIKE.frames,
+                      CASME2_LIKE.mean_frames),
+        DatabaseStyle("samm", tuple(MEGC_COUNTS["samm"]), CASME2_LIKE.fps, CASME2_LIKE.frames,
+                      CASME2_LIKE.mean_frames, grayscale=True),
+    ),
+)
 TINY = SyntheticMEConfig(
     name="tiny",
     description="For tests: 4 subjects x 2 clips per class, 3 classes, 6-12 frames, 32x32.",
@@ -187,7 +282,7 @@ TINY = SyntheticMEConfig(
     mean_frames=9.0,
     image_size=32,
 )
-CONFIGS = (SMIC_LIKE, SMIC_LIKE_4CLASS, CASME2_LIKE, TINY)
+CONFIGS = (SMIC_LIKE, SMIC_LIKE_4CLASS, MEGC_LIKE, CASME2_LIKE, TINY)
 
 
 # --------------------------------------------------------------------------- #
@@ -242,23 +337,33 @@ def subject_face(config: SyntheticMEConfig, subject_index: int) -> SubjectFace:
     return SubjectFace(identity, render.render_neutral(identity, size), identity.control_points * size)
 
 
-def _clip_length(rng: np.random.Generator, config: SyntheticMEConfig) -> int:
-    """A Beta(2, b) length on ``config.frames`` whose mean is ``config.mean_frames``."""
-    low, high = config.frames
-    b = 2.0 * (high - low) / (config.mean_frames - low) - 2.0
+def _clip_length(rng: np.random.Generator, database: DatabaseStyle) -> int:
+    """A Beta(2, b) length on ``database.frames`` whose mean is ``database.mean_frames``."""
+    low, high = database.frames
+    b = 2.0 * (high - low) / (database.mean_frames - low) - 2.0
     return low + int(round(rng.beta(2.0, b) * (high - low)))
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """The RGB image [S,S,3] as grey (ITU-R BT.601 luma) in 3 equal channels."""
+    return np.repeat(cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2GRAY)[..., None], 3, axis=-1)
 
 
 def synthesize_clip(config: SyntheticMEConfig, spec: ClipSpec, face: SubjectFace | None = None) -> SynthesizedClip:
     """Renders one clip; ``face`` (the subject's, from ``subject_face``) may be passed to reuse it."""
     face = face if face is not None else subject_face(config, spec.subject_index)
+    database = config.database_of(spec.subject)
     rng = np.random.default_rng([config.seed, 1, spec.index])
-    num_frames = _clip_length(rng, config)
+    num_frames = _clip_length(rng, database)
     apex = int(rng.integers(num_frames // 3, max(num_frames // 3 + 1, (2 * num_frames) // 3)))
     action_units = EXPRESSIONS[spec.class_name](rng)
-    motion = render.sample_motion(rng, action_units, num_frames, apex, config.fps, face.control_points,
+    motion = render.sample_motion(rng, action_units, num_frames, apex, database.fps, face.control_points,
                                   config.image_size, config.motion)
-    rendered = render.render_clip(face.image, face.control_points, motion, rng)
+    if not database.grayscale:
+        rendered = render.render_clip(face.image, face.control_points, motion, rng)
+    else:   # a grey face; one channel's noise, repeated, is a grey camera's noise
+        rendered = render.render_clip(_grey(face.image), face.control_points, motion, rng)
+        rendered = dataclasses.replace(rendered, frames=np.repeat(rendered.frames[..., :1], 3, axis=-1))
     return SynthesizedClip(spec, action_units, apex, motion, rendered)
 
 
@@ -270,6 +375,7 @@ def action_unit_string(action_units: Mapping[int, float]) -> str:
 def to_example(config: SyntheticMEConfig, clip: SynthesizedClip) -> dict[str, Any]:
     """The clip as one example of the shared schema, with the true AUs it rendered and their objective class."""
     num_frames = len(clip.rendered.frames)
+    database = config.database_of(clip.spec.subject)
     return {
         "frames": clip.rendered.frames,
         "landmarks": clip.rendered.landmarks,
@@ -277,13 +383,14 @@ def to_example(config: SyntheticMEConfig, clip: SynthesizedClip) -> dict[str, An
         "emotion": clip.spec.class_name,
         "subject": clip.spec.subject,
         "clip": clip.spec.clip,
-        "dataset": DATASET_NAME,
+        "dataset": database.name,
         "onset": 0,
         "apex": clip.apex,
         "offset": num_frames - 1,
-        "fps": config.fps,
-        "action_units": action_unit_string(clip.action_units),
-        "objective_class": labels.objective_class_of(clip.action_units),
+        "fps": database.fps,
+        "action_units": action_unit_string(clip.action_units) if database.codes_action_units else "",
+        "objective_class": (labels.objective_class_of(clip.action_units) if database.codes_action_units
+                            else schema.UNKNOWN_OBJECTIVE_CLASS),
     }
 
 
@@ -299,7 +406,7 @@ def generate_examples(config: SyntheticMEConfig) -> Iterator[tuple[str, dict[str
 
 
 class SyntheticMe(RenderedBuilder):
-    """Rendered SMIC-like (and CASME II-like) micro-expression clips; see the module docstring."""
+    """Rendered SMIC-like, CASME II-like and MEGC 2019-like micro-expression clips; see the module docstring."""
 
     VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {
