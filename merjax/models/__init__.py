@@ -1,5 +1,5 @@
-"""Flax models by name: backbones (the VGGFace2-variant ResNet and SE-ResNet), scanned LSTMs, heads and
-seed 001's classifiers.
+"""Flax models by name: backbones (the VGGFace2-variant ResNet and SE-ResNet), scanned LSTMs, heads,
+seed 001's classifiers and seed 002's region CNNs and region LSTMs.
 
 ``registry.create_model(config.model, num_classes)`` builds the model
 ``config.model.name`` around the backbone ``config.model.backbone.name``; the
@@ -12,6 +12,7 @@ from merjax.models.backbones import Backbone, run_stages
 from merjax.models.classifiers import ClipClassifier, FrameClassifier
 from merjax.models.heads import MLPHead
 from merjax.models.recurrent import BiLSTM, LSTMStack, temporal_model
+from merjax.models.region import RegionCNN, RegionCNNs, RegionClipClassifier, RegionFrameClassifier
 from merjax.models.registry import (
     BACKBONES,
     MODELS,
@@ -42,6 +43,10 @@ __all__ = [
     "FrameClassifier",
     "LSTMStack",
     "MLPHead",
+    "RegionCNN",
+    "RegionCNNs",
+    "RegionClipClassifier",
+    "RegionFrameClassifier",
     "ResNet",
     "ResNet50",
     "SENet50",
