@@ -14,7 +14,7 @@ from flax import traverse_util
 from merjax.errors import UserError
 from merjax.faces.regions import get_template
 from merjax.models import RegionClipClassifier, RegionFrameClassifier, create_model, region
-from merjax.train import optim
+from merjax.train import losses, optim
 from tests.parity import assert_close
 
 REGIONS = get_template("seed002").regions
@@ -25,6 +25,7 @@ BATCH, STEPS, CLASSES, REGION_CLASSES = 3, 5, 3, 4
 LENGTHS = np.array([5, 2, 4], np.int32)
 MASK = np.arange(STEPS)[None, :] < LENGTHS[:, None]
 FEATURES, LSTM_HIDDEN = 5, 6
+TARGET = "region_labels_emotion"      # the region model's output: the name of its target in merjax.data.targets
 
 
 def _config(name: str, **overrides) -> ml_collections.ConfigDict:
@@ -123,10 +124,26 @@ def test_output_shapes(frame_model, clip_model):
     model, variables, apply = frame_model
     assert isinstance(model, RegionFrameClassifier)
     outputs = apply(variables, train=False, **_crops((BATCH,)))
-    assert list(outputs) == ["regions"] and outputs["regions"].shape == (BATCH, 6, REGION_CLASSES)
+    assert list(outputs) == [TARGET] and outputs[TARGET].shape == (BATCH, 6, REGION_CLASSES)
     model, variables, apply = clip_model
     assert isinstance(model, RegionClipClassifier)
     assert apply(variables, MASK, train=False, **_crops((BATCH, STEPS))).shape == (BATCH, CLASSES)
+
+
+def test_region_logits_meet_region_targets_in_the_loss(frame_model):
+    """Logits [B,6,C] and region targets [B,6] with per-column class weights [B,6]: the focal loss is the mean of
+    the six regions' losses, each taken alone on its [B] column (six networks trained as if separately)."""
+    _, variables, apply = frame_model
+    logits = apply(variables, train=False, **_crops((BATCH,)))[TARGET]
+    targets = np.array([[0, 3, 3, 1, 3, 2], [3, 3, 2, 3, 1, 0], [1, 0, 3, 3, 3, 3]], np.int32)
+    table = np.random.default_rng(7).uniform(0.5, 2.0, (6, REGION_CLASSES)).astype(np.float32)  # [R,C]
+    weights = losses.sample_weights(targets, table)
+    assert weights.shape == targets.shape
+    objective = losses.make_loss({"name": "focal", "gamma": 2.0})
+    total, _ = objective({TARGET: logits}, {"targets": {TARGET: targets}, "weights": {TARGET: weights},
+                                            "masks": {TARGET: np.ones(targets.shape, bool)}})
+    per_region = [losses.focal(logits[:, r], targets[:, r], weights=weights[:, r], gamma=2.0) for r in range(6)]
+    assert_close(total, np.mean(per_region), rtol=1e-6)
 
 
 def test_stage_two_reads_stage_one_features(frame_model, clip_model):
@@ -262,7 +279,7 @@ def test_region_cnn_matches_torch():
     crops = _crops((BATCH,), seed=4)
     params = _random_variables(model, seed=5, **crops)["params"]
     features, logits = jax.jit(lambda p, x: model.apply(
-        {"params": p}, method=lambda m, **x: (m.frame_features(**x), m(train=False, **x)["regions"]), **x))(
+        {"params": p}, method=lambda m, **x: (m.frame_features(**x), m(train=False, **x)[TARGET]), **x))(
         params, crops)
     for index, (name, stream) in enumerate(zip(REGIONS, STREAMS)):
         reference = TorchRegionCNN(1024, 20, REGION_CLASSES).load_flax(params["backbone"][name], params[f"head_{name}"])

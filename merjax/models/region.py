@@ -11,16 +11,21 @@ Stage 1, ``RegionFrameClassifier`` (``config.model.name='region_cnn'``)
   The six region crops of one frame, keyword inputs ``region_<name>`` [B,h,w,3]
   (pixels in [0, 255]; regions may differ in size) -> ``RegionCNNs`` -> one dense
   layer per region over the region's classes -> ``{target: logits [B,R,C]}``,
-  ``target`` = ``config.model.target`` (default ``'regions'``), R = 6 regions in
-  the template's order, C = classes per region (the builder's ``num_classes``;
-  the seed's "dense layer with 4 neurons": 3 classes and "not me"). The region
-  labels are targets [B,R] in the same column order, so predictions [B,R] and
-  targets meet elementwise in ``merjax.train.losses``: the loss is the mean over
-  frames and regions, with per-column class weights (``losses.class_weights`` of
-  [n,R] values gives a [R,C] table, ``sample_weights`` a [B,R] weight) and masks
-  [B,R]. Training all six networks in one module with the sum of their losses is
-  training each on its own: they share no parameter, and each one's gradient is
-  its own loss's, scaled by 1/R under the mean (Adam is invariant to that).
+  ``target`` = ``config.model.target``, the name of the region-label target the
+  stage trains on (default ``'region_labels_emotion'``, ``merjax.data.targets``;
+  ``'region_labels_action_units'`` for the AU table), R = 6 regions in the
+  template's order, C = classes per region (the builder's ``num_classes``: the
+  target's, the clip's classes and "not me", 4 on the composite, the seed's
+  "dense layer with 4 neurons"). The region labels are targets [B,R] in the same
+  column order (``merjax.data.region_labels``), so predictions [B,R] and targets
+  meet elementwise in ``merjax.train.losses``: the loss is the mean over frames
+  and regions, with per-column class weights (``losses.class_weights`` of [n,R]
+  values gives a [R,C] table, ``sample_weights`` a [B,R] weight) and masks
+  [B,R]. Training the six networks in one module on that loss is training each
+  on its own loss: they share no parameter, so each one's gradient is its own
+  loss's times one common factor (1/R under the mean), which Adam's
+  normalisation removes (up to its epsilon); global-norm gradient clipping
+  (``train.grad_clip``) would couple them and is best left off.
 
 Stage 2, ``RegionClipClassifier`` (``'region_lstm'``)
   A clip's region crops [B,T,h,w,3] and ``mask`` [B,T] -> the (frozen) region
@@ -192,7 +197,7 @@ class RegionFrameClassifier(nn.Module):
 
     backbone: RegionCNNs
     num_classes: int
-    target: str = "regions"
+    target: str = "region_labels_emotion"
 
     def frame_features(self, endpoint: str = FEATURES, **streams: jax.Array) -> jax.Array:
         """Region crops [N,h,w,3] each -> features [N,R,20] in eval mode (what stage 2 reads)."""
@@ -287,12 +292,13 @@ def region_cnns(config: Mapping[str, Any], *, frozen_until: str | None) -> Regio
 def region_cnn(config: Mapping[str, Any], num_classes: int, *, frozen_until: str | None,
                input_endpoint: str | None) -> RegionFrameClassifier:
     """Seed 002's stage 1: the region CNNs (``region_cnns``) and a classifier per region over ``num_classes``
-    (the region target's classes, "not me" included), predicting ``config.model.target`` (default 'regions')."""
+    (the region target's classes, "not me" included), predicting ``config.model.target`` (the region-label
+    target's name, default 'region_labels_emotion')."""
     if input_endpoint is not None:
         raise ValueError(f"region_cnn takes region crops only (input_endpoint={input_endpoint!r}); its features "
                          f"feed the region_lstm model")
     return RegionFrameClassifier(backbone=region_cnns(config, frozen_until=frozen_until), num_classes=num_classes,
-                                 target=str(config.get("target", "regions")))
+                                 target=str(config.get("target", "region_labels_emotion")))
 
 
 @registry.register_model("region_lstm")
