@@ -48,6 +48,18 @@ True on real frames, and each LSTM's output is its state at the clip's last real
 frame (``merjax.models.recurrent.LSTMStack``), equal to running the unpadded
 clip; padded steps reach neither the outputs nor the gradients.
 
+Parameter count (``parameter_counts``): at the seed's crop sizes, 3 classes and
+4 per region, six CNNs 640,008 + six region heads 504 + six LSTMs 406,080 +
+dense 64 and dense 3 46,339 = 1,092,931 on RGB crops. The seed's "1.093.531
+parameters to train the networks" is both stages, heads included, with a
+4-channel first convolution: 600 = 6 x 5x5x1x4 more weights (no other one-size
+change gives 600: a fifth class per region adds 126, a 21st feature 9,054). Most likely its crops were
+read as RGBA (PNG files opened with PIL keep their alpha channel, and the
+group's code reads crops with ``np.array(Image.open(...))``) -- an inference.
+The count does not depend on the crop size (the pooling is global), so a black
+canvas around the crops, as the seed uses to give every database's crops one
+size, changes the activations (black enters the average) but not the count.
+
 Choices where the seed is silent (it names Keras 2.2.4, so Keras's defaults
 stand in for what it does not say), each for the reason given:
 
@@ -327,7 +339,7 @@ def parameter_counts(config: Mapping[str, Any], num_classes: int, region_classes
 
     Counted on shapes alone (``jax.eval_shape``, no computation). With the seed's
     sizes and 3 classes (4 per region) the total is 1,092,931; ``channels=4``
-    gives the seed's 1,093,531 (see the module docstring and README).
+    gives the seed's 1,093,531 (module docstring).
     """
     template = face_regions.get_template(config.get("template", "seed002"))
     crops = {region_stream(region): jax.ShapeDtypeStruct((1, height, width, channels), jnp.uint8)
