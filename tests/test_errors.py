@@ -270,11 +270,11 @@ def test_build_cli_prints_one_line_and_a_traceback_only_with_verbose(tmp_path: P
     status, out, err = _run_build(argv, capsys)
     assert status == 2 and out == ""
     assert err == ("error: unknown config 'smic_huge' of dataset 'synthetic_me'; known configs: ['smic_like', "
-                   "'smic_like_4class', 'casme2_like', 'tiny']\n")
+                   "'smic_like_4class', 'megc_like', 'casme2_like', 'tiny']\n")
     status, _, err = _run_build([*argv, "--verbose"], capsys)
     assert status == 2 and err.startswith("Traceback (most recent call last):") and err.endswith(
         "error: unknown config 'smic_huge' of dataset 'synthetic_me'; known configs: ['smic_like', "
-        "'smic_like_4class', 'casme2_like', 'tiny']\n")
+        "'smic_like_4class', 'megc_like', 'casme2_like', 'tiny']\n")
     status, _, err = _run_build(["smic/hs", f"--data_dir={tmp_path}", "--crop_size=4"], capsys)
     assert status == 2 and err == "error: bad face option: crop_size must be at least 8 pixels, got 4\n"
     status, _, err = _run_build([TINY, f"--data_dir={tmp_path}", f"--manual_dir={tmp_path}"], capsys)
