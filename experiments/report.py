@@ -307,4 +307,3 @@ def write(workdir: str, summary: dict[str, Any], results: Sequence[dict[str, Any
         figures[f"learning_curve_{metric}.png"] = functools.partial(
             plot_learning_curves, results, metric=metric, title=f"{title}; {metric} per fold")
     write_results(workdir, "summary", summary, markdown(summary), figures)
-

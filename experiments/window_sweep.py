@@ -35,8 +35,8 @@ accuracy, UF1 and UAR pooled over folds, mean ± sample std over the seeds),
 from __future__ import annotations
 
 import copy
-import functools
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Sequence
 
